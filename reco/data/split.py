@@ -1,0 +1,160 @@
+"""Leakage-free splits for the ``fully_observed`` protocol.
+
+Protocol (Gao et al., KuaiRec, CIKM 2022): models learn from the logged feed ``big_matrix``; the
+test set is the nearly fully observed ``small_matrix``, where every (user, video) cell was shown,
+so ranking metrics are unbiased. The sets are:
+
+``train``
+    ``big_matrix`` minus every (user, video) pair present in ``small_matrix`` (an anti-join on the
+    pair, not on the user), so no test outcome is ever seen in training.
+``history`` / ``ranker_labels``
+    The ranker learns from a later time window of ``train``: the last ``split.label_window_days``
+    local dates are the *label window*; everything before it is *history*. ALS and all features of
+    the ranker's training rows come from ``history`` only; the rows themselves are the logged views
+    of the label window (first view per pair, pairs already seen in history dropped), which carry
+    real labels: in a logged feed an unshown pair is not a negative.
+``test``
+    ``small_matrix``, one row per pair, with the binary label and graded relevance.
+
+Labels: ``label = watch_ratio > label.threshold``; ``relevance`` = number of ``label.graded_edges``
+that ``watch_ratio`` exceeds (0..len(edges)).
+
+Examples
+--------
+>>> import polars as pl
+>>> graded_relevance(pl.col("watch_ratio"), (1.0, 2.0)).meta.output_name()
+'watch_ratio'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from reco.errors import InputDataError
+from reco.params import LabelParams, SplitParams
+from reco.schema import Columns
+
+PAIR = [Columns.user, Columns.item]
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """The four interaction sets and a JSON-ready summary."""
+
+    train: pl.DataFrame
+    history: pl.DataFrame
+    ranker_labels: pl.DataFrame
+    test: pl.DataFrame
+    summary: dict[str, Any]
+
+
+def graded_relevance(watch_ratio: pl.Expr, edges: Sequence[float]) -> pl.Expr:
+    """Number of ``edges`` that ``watch_ratio`` exceeds, as ``Int8`` (0 = not relevant)."""
+    total = (watch_ratio > edges[0]).cast(pl.Int8)  # starts from the input so the name is kept
+    for edge in edges[1:]:
+        total = total + (watch_ratio > edge).cast(pl.Int8)
+    return total
+
+
+def with_labels(frame: pl.DataFrame, label: LabelParams) -> pl.DataFrame:
+    """Attach ``label`` (bool) and ``relevance`` (Int8) computed from ``watch_ratio``."""
+    return frame.with_columns(
+        (pl.col(Columns.watch_ratio) > label.threshold).alias(Columns.label),
+        graded_relevance(pl.col(Columns.watch_ratio), label.graded_edges).alias(Columns.relevance),
+    )
+
+
+def first_view_per_pair(frame: pl.DataFrame) -> pl.DataFrame:
+    """Keep the earliest view of every (user, video) pair (ties: lower watch ratio, deterministic)."""
+    return (
+        frame.sort([*PAIR, Columns.timestamp, Columns.watch_ratio], nulls_last=True)
+        .unique(subset=PAIR, keep="first", maintain_order=True)
+    )
+
+
+def _positive_rate(frame: pl.DataFrame) -> float:
+    return float(frame[Columns.label].mean()) if frame.height else 0.0
+
+
+def split_fully_observed(
+    big: pl.DataFrame, small: pl.DataFrame, split: SplitParams, label: LabelParams, *, source: str = "big_matrix"
+) -> SplitResult:
+    """Split prepared interactions for the ``fully_observed`` protocol.
+
+    Parameters
+    ----------
+    big, small
+        Prepared ``big_matrix`` / ``small_matrix`` (``reco.schema.INTERACTION_SCHEMA``).
+    split, label
+        The ``split`` and ``label`` params sections.
+    source
+        Name used in error messages.
+
+    Raises
+    ------
+    InputDataError
+        If a set is empty or a test pair leaks into any training set.
+    """
+    test_pairs = small.select(PAIR).unique()
+    train = big.join(test_pairs, on=PAIR, how="anti").sort([Columns.user, Columns.timestamp, Columns.item])
+    if train.height == 0:
+        raise InputDataError(source, "no training rows left after removing the small_matrix pairs")
+
+    last_date: dt.date = train[Columns.date].max()  # type: ignore[assignment]
+    window_start = last_date - dt.timedelta(days=split.label_window_days - 1)
+    history = train.filter(pl.col(Columns.date) < window_start)
+    window = train.filter(pl.col(Columns.date) >= window_start)
+    if history.height == 0 or window.height == 0:
+        raise InputDataError(
+            source,
+            f"split.label_window_days = {split.label_window_days} leaves an empty "
+            f"{'history' if history.height == 0 else 'label window'} (training dates end {last_date})",
+        )
+    # A pair already seen in history is a re-watch; the ranker predicts new pairs, like the test.
+    ranker_labels = with_labels(
+        first_view_per_pair(window).join(history.select(PAIR).unique(), on=PAIR, how="anti"), label
+    ).sort(PAIR)
+    test = with_labels(first_view_per_pair(small), label).sort(PAIR)
+
+    leaked = {
+        name: frame.join(test_pairs, on=PAIR, how="semi").height
+        for name, frame in (("train", train), ("history", history), ("ranker_labels", ranker_labels))
+    }
+    if any(leaked.values()):
+        raise InputDataError(source, f"leakage: test (user, video) pairs found in training sets: {leaked}")
+
+    summary = {
+        "protocol": split.protocol,
+        "label_threshold": label.threshold,
+        "label_window": {"start": window_start.isoformat(), "end": last_date.isoformat(), "days": split.label_window_days},
+        "rows": {
+            "big_matrix": big.height,
+            "removed_test_pairs_from_big": big.height - train.height,
+            "train": train.height,
+            "history": history.height,
+            "label_window_views": window.height,
+            "ranker_labels": ranker_labels.height,
+            "test": test.height,
+        },
+        "users": {
+            "train": train[Columns.user].n_unique(),
+            "ranker_labels": ranker_labels[Columns.user].n_unique(),
+            "test": test[Columns.user].n_unique(),
+            "test_without_training_history": test.select(Columns.user)
+            .unique()
+            .join(train.select(Columns.user).unique(), on=Columns.user, how="anti")
+            .height,
+        },
+        "items": {"train": train[Columns.item].n_unique(), "test": test[Columns.item].n_unique()},
+        "positive_rate": {
+            "ranker_labels": _positive_rate(ranker_labels),
+            "test": _positive_rate(test),
+        },
+        "leakage_check": {"test_pairs_in_training_sets": leaked, "passed": True},
+    }
+    return SplitResult(train=train, history=history, ranker_labels=ranker_labels, test=test, summary=summary)

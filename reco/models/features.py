@@ -1,0 +1,336 @@
+"""Feature tables for the ranker: one row per (user, video) pair to score.
+
+Every feature describes the world *before* a cut date and is computed from the history passed in
+(for the ranker's training rows: the history before the label window; for the test: all training
+data). Nothing from the rows being labelled enters a feature; ``tests/models/test_features.py``
+checks that by shifting future rows and seeing no change.
+
+Groups of features
+------------------
+user profile
+    ``user_features.csv`` columns; ``user_active_degree`` kept as a category.
+user history
+    views, smoothed positive rate, mean log watch ratio, median seconds watched.
+item
+    duration, number of tags, primary tag (category), views / smoothed positive rate / mean log
+    watch ratio in the history, and ``item_daily_features`` aggregated over the
+    ``features.daily_window_days`` days strictly before the cut (play, completion, like rates,
+    the last day's completion rate and its change: the appeal drift).
+user x item
+    ALS score and its rank percentile in the catalogue, the user's smoothed positive rate on the
+    video's tags and on its duration bucket, and the user's median watch time over the video's
+    duration (people watch a roughly fixed number of seconds, so this predicts the watch ratio).
+
+Rates are smoothed toward a global rate with ``features.popularity_smoothing`` pseudo-views so that
+rare users and videos do not get extreme values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from reco.models.als import AlsModel, item_scores
+from reco.schema import Columns
+
+# Fixed, log-spaced duration bucket edges in milliseconds (not fitted, so they carry no data).
+DURATION_EDGES_MS: tuple[int, ...] = (5_000, 8_000, 12_000, 20_000, 35_000, 60_000, 120_000)
+
+USER_PROFILE_NUMERIC: tuple[str, ...] = (
+    "is_lowactive_period",
+    "is_live_streamer",
+    "is_video_author",
+    "follow_user_num",
+    "fans_user_num",
+    "friend_user_num",
+    "register_days",
+    *(f"onehot_feat{i}" for i in range(18)),
+)
+CATEGORICAL_FEATURES: tuple[str, ...] = ("user_active_degree", "primary_tag", "duration_bucket")
+
+PAIR = [Columns.user, Columns.item]
+_LOG_EPS = 0.01  # watch ratios can be 0; log(wr + eps) keeps the mean finite
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """A feature frame with the ordered feature list the ranker must use."""
+
+    frame: pl.DataFrame
+    features: list[str]
+    categorical: list[str]
+
+
+def duration_bucket(duration_ms: pl.Expr) -> pl.Expr:
+    """Index of the fixed duration bucket (0..len(DURATION_EDGES_MS)) as Int8; null stays null."""
+    bucket = pl.lit(0, dtype=pl.Int8)
+    for edge in DURATION_EDGES_MS:
+        bucket = bucket + (duration_ms >= edge).cast(pl.Int8)
+    return pl.when(duration_ms.is_null()).then(None).otherwise(bucket)
+
+
+def _smoothed(positives: pl.Expr, views: pl.Expr, prior: pl.Expr | float, strength: float) -> pl.Expr:
+    return (positives + strength * prior) / (views + strength)
+
+
+def _history_with_marks(history: pl.DataFrame, threshold: float) -> pl.LazyFrame:
+    return history.lazy().select(
+        Columns.user,
+        Columns.item,
+        Columns.play_duration,
+        (pl.col(Columns.watch_ratio) > threshold).cast(pl.Float32).alias("_pos"),
+        (pl.col(Columns.watch_ratio) + _LOG_EPS).log().cast(pl.Float32).alias("_log_wr"),
+    )
+
+
+def user_history_features(history: pl.DataFrame, threshold: float, smoothing: float) -> pl.DataFrame:
+    """Per-user aggregates of the history: views, smoothed positive rate, log watch ratio, seconds."""
+    marked = _history_with_marks(history, threshold)
+    global_rate = marked.select(pl.col("_pos").mean()).collect().item()
+    return (
+        marked.group_by(Columns.user)
+        .agg(
+            pl.len().alias("u_views"),
+            pl.col("_pos").sum().alias("_pos_sum"),
+            pl.col("_log_wr").mean().alias("u_log_wr_mean"),
+            (pl.col(Columns.play_duration).median() / 1000.0).alias("u_play_s_median"),
+        )
+        .with_columns(
+            _smoothed(pl.col("_pos_sum"), pl.col("u_views"), global_rate, smoothing).alias("u_pos_rate"),
+            pl.col("u_views").log1p().alias("u_views"),
+        )
+        .drop("_pos_sum")
+        .sort(Columns.user)
+        .collect()
+    )
+
+
+def item_history_features(history: pl.DataFrame, threshold: float, smoothing: float) -> pl.DataFrame:
+    """Per-video aggregates of the history (popularity and smoothed positive rate)."""
+    marked = _history_with_marks(history, threshold)
+    global_rate = marked.select(pl.col("_pos").mean()).collect().item()
+    global_log = marked.select(pl.col("_log_wr").mean()).collect().item()
+    return (
+        marked.group_by(Columns.item)
+        .agg(
+            pl.len().alias("i_views"),
+            pl.col("_pos").sum().alias("_pos_sum"),
+            pl.col("_log_wr").sum().alias("_log_sum"),
+        )
+        .with_columns(
+            _smoothed(pl.col("_pos_sum"), pl.col("i_views"), global_rate, smoothing).alias("i_pos_rate"),
+            _smoothed(pl.col("_log_sum"), pl.col("i_views"), global_log, smoothing).alias("i_log_wr_mean"),
+            pl.col("i_views").log1p().alias("i_views"),
+        )
+        .drop("_pos_sum", "_log_sum")
+        .sort(Columns.item)
+        .collect()
+    )
+
+
+def item_daily_window_features(item_daily: pl.DataFrame, cut_date: dt.date, window_days: int) -> pl.DataFrame:
+    """Aggregate ``item_daily_features`` over the ``window_days`` days strictly before ``cut_date``."""
+    start = cut_date - dt.timedelta(days=window_days)
+    window = item_daily.lazy().filter((pl.col(Columns.date) < cut_date) & (pl.col(Columns.date) >= start))
+    rates = window.group_by(Columns.item).agg(
+        pl.col("show_cnt").sum().log1p().cast(pl.Float32).alias("d_show_log"),
+        (pl.col("play_cnt").sum() / pl.col("show_cnt").sum().clip(lower_bound=1)).cast(pl.Float32).alias("d_play_rate"),
+        (pl.col("complete_play_cnt").sum() / pl.col("play_cnt").sum().clip(lower_bound=1))
+        .cast(pl.Float32)
+        .alias("d_complete_rate"),
+        (pl.col("like_cnt").sum() / pl.col("play_cnt").sum().clip(lower_bound=1)).cast(pl.Float32).alias("d_like_rate"),
+        pl.col("play_progress").mean().cast(pl.Float32).alias("d_play_progress"),
+    )
+    last_day = (
+        window.filter(pl.col("play_cnt") > 0)
+        .sort([Columns.item, Columns.date])
+        .group_by(Columns.item, maintain_order=True)
+        .last()
+        .select(
+            Columns.item,
+            (pl.col("complete_play_cnt") / pl.col("play_cnt")).cast(pl.Float32).alias("d_last_complete_rate"),
+        )
+    )
+    return (
+        rates.join(last_day, on=Columns.item, how="left", maintain_order="left")
+        .with_columns((pl.col("d_last_complete_rate") - pl.col("d_complete_rate")).alias("d_complete_trend"))
+        .sort(Columns.item)
+        .collect()
+    )
+
+
+def _user_group_rates(
+    history: pl.DataFrame, items: pl.DataFrame, pairs: pl.DataFrame, threshold: float, smoothing: float
+) -> pl.DataFrame:
+    """User affinity to each pair's tags and duration bucket, smoothed toward the user's own rate."""
+    item_keys = items.lazy().select(
+        Columns.item, Columns.tags, duration_bucket(pl.col(Columns.video_duration)).alias("duration_bucket")
+    )
+    marked = _history_with_marks(history, threshold).join(item_keys, on=Columns.item, how="left")
+    user_rate = marked.group_by(Columns.user).agg(pl.col("_pos").mean().alias("_user_rate"), pl.len().alias("_user_n"))
+    by_tag = (
+        marked.select(Columns.user, Columns.tags, "_pos")
+        .explode(Columns.tags)
+        .group_by(Columns.user, Columns.tags)
+        .agg(pl.col("_pos").sum().alias("_tag_pos"), pl.len().alias("_tag_n"))
+    )
+    by_bucket = marked.group_by(Columns.user, "duration_bucket").agg(
+        pl.col("_pos").sum().alias("_bucket_pos"), pl.len().alias("_bucket_n")
+    )
+    pair_keys = pairs.lazy().select(PAIR).join(item_keys, on=Columns.item, how="left")
+    tag_affinity = (
+        pair_keys.select(*PAIR, Columns.tags)
+        .explode(Columns.tags)
+        .join(by_tag, on=[Columns.user, Columns.tags], how="left")
+        .join(user_rate, on=Columns.user, how="left")
+        .with_columns(
+            _smoothed(pl.col("_tag_pos").fill_null(0), pl.col("_tag_n").fill_null(0), pl.col("_user_rate"), smoothing)
+            .alias("_tag_rate"),
+            (pl.col("_tag_n").fill_null(0) / pl.col("_user_n")).alias("_tag_share"),
+        )
+        .group_by(PAIR)
+        .agg(
+            pl.col("_tag_rate").mean().cast(pl.Float32).alias("ux_tag_pos_rate"),
+            pl.col("_tag_share").max().cast(pl.Float32).alias("ux_tag_view_share"),
+        )
+    )
+    bucket_affinity = (
+        pair_keys.select(*PAIR, "duration_bucket")
+        .join(by_bucket, on=[Columns.user, "duration_bucket"], how="left")
+        .join(user_rate, on=Columns.user, how="left")
+        .select(
+            *PAIR,
+            _smoothed(
+                pl.col("_bucket_pos").fill_null(0), pl.col("_bucket_n").fill_null(0), pl.col("_user_rate"), smoothing
+            )
+            .cast(pl.Float32)
+            .alias("ux_duration_pos_rate"),
+        )
+    )
+    return (
+        pairs.lazy()
+        .select(PAIR)
+        .join(tag_affinity, on=PAIR, how="left", maintain_order="left")
+        .join(bucket_affinity, on=PAIR, how="left", maintain_order="left")
+        .collect()
+    )
+
+
+def als_pair_features(model: AlsModel, pairs: pl.DataFrame, catalogue: np.ndarray, chunk_users: int = 512) -> pl.DataFrame:
+    """ALS score of each pair and its rank percentile among the user's scores over ``catalogue``.
+
+    ``als_rank_pct`` = (1 + number of catalogue items scored higher) / catalogue size, so 0 is the
+    top; it is comparable between catalogues of different sizes. Unknown users/items give null.
+    """
+    users = pairs[Columns.user].to_numpy()
+    items = pairs[Columns.item].to_numpy()
+    catalogue = np.unique(np.asarray(catalogue, dtype=np.int32))
+    pos_of_item = np.searchsorted(catalogue, items).clip(max=len(catalogue) - 1)
+    pos_of_item = np.where(catalogue[pos_of_item] == items, pos_of_item, -1)
+    score = np.full(len(pairs), np.nan, dtype=np.float32)
+    rank_pct = np.full(len(pairs), np.nan, dtype=np.float32)
+    order = np.argsort(users, kind="stable")
+    unique_users, starts = np.unique(users[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    for chunk_start in range(0, len(unique_users), chunk_users):
+        chunk = unique_users[chunk_start : chunk_start + chunk_users]
+        lo, hi = bounds[chunk_start], bounds[min(chunk_start + chunk_users, len(unique_users))]
+        rows = order[lo:hi]
+        matrix = item_scores(model, chunk, catalogue)  # (len(chunk), n_catalogue), NaN for unknown
+        row_of = np.searchsorted(chunk, users[rows])
+        cols = pos_of_item[rows]
+        known = cols >= 0
+        pair_scores = np.full(len(rows), np.nan, dtype=np.float32)
+        pair_scores[known] = matrix[row_of[known], cols[known]]
+        # Rank by sorted rows + one flattened searchsorted: offset each row so rows never interleave.
+        filled = np.where(np.isnan(matrix), -np.inf, matrix).astype(np.float64)
+        finite = np.isfinite(filled)
+        span = np.abs(filled[finite]).max() * 4 + 1 if finite.any() else 1.0
+        offsets = np.arange(len(chunk), dtype=np.float64)[:, None] * span
+        sorted_rows = np.sort(np.where(finite, filled, -span / 2), axis=1) + offsets
+        ok = known & ~np.isnan(pair_scores)
+        keys = pair_scores[ok].astype(np.float64) + offsets[row_of[ok], 0]
+        n_cat = matrix.shape[1]
+        higher = (row_of[ok] + 1) * n_cat - np.searchsorted(sorted_rows.ravel(), keys, side="right")
+        pair_ranks = np.full(len(rows), np.nan, dtype=np.float32)
+        pair_ranks[ok] = (higher + 1) / n_cat
+        score[rows] = pair_scores
+        rank_pct[rows] = pair_ranks
+    return pl.DataFrame(
+        {
+            Columns.user: users,
+            Columns.item: items,
+            "als_score": pl.Series(score).fill_nan(None),
+            "als_rank_pct": pl.Series(rank_pct).fill_nan(None),
+        },
+        schema_overrides={Columns.user: pl.Int32, Columns.item: pl.Int32},
+    )
+
+
+def build_feature_table(
+    pairs: pl.DataFrame,
+    *,
+    history: pl.DataFrame,
+    users: pl.DataFrame,
+    items: pl.DataFrame,
+    item_daily: pl.DataFrame,
+    als_model: AlsModel,
+    catalogue: np.ndarray,
+    cut_date: dt.date,
+    threshold: float,
+    smoothing: float,
+    daily_window_days: int,
+    label_columns: Sequence[str] = (),
+) -> FeatureTable:
+    """Join every feature group onto ``pairs`` (row order kept) and return the ordered feature list.
+
+    Parameters
+    ----------
+    pairs
+        (user, video) pairs to describe, plus optional ``label_columns`` carried through untouched.
+    history
+        Interactions known at ``cut_date`` (nothing on or after it may be passed).
+    cut_date
+        First date the features must not see; item_daily rows on or after it are ignored.
+    """
+    history = history.filter(pl.col(Columns.date) < cut_date)
+    base = pairs.select(*PAIR, *label_columns).with_row_index("_row")
+    user_profile = users.select(
+        Columns.user,
+        pl.col(Columns.user_active_degree).to_physical().cast(pl.Int16).alias("user_active_degree"),
+        *(pl.col(c).cast(pl.Float32) for c in USER_PROFILE_NUMERIC),
+    )
+    item_static = items.select(
+        Columns.item,
+        (pl.col(Columns.video_duration) / 1000.0).cast(pl.Float32).alias("duration_s"),
+        duration_bucket(pl.col(Columns.video_duration)).alias("duration_bucket"),
+        pl.col("n_tags").cast(pl.Float32),
+        pl.col(Columns.tags).list.first().cast(pl.Int16).alias("primary_tag"),
+    )
+    frame = (
+        base.join(user_profile, on=Columns.user, how="left", maintain_order="left")
+        .join(user_history_features(history, threshold, smoothing), on=Columns.user, how="left", maintain_order="left")
+        .join(item_static, on=Columns.item, how="left", maintain_order="left")
+        .join(item_history_features(history, threshold, smoothing), on=Columns.item, how="left", maintain_order="left")
+        .join(
+            item_daily_window_features(item_daily, cut_date, daily_window_days),
+            on=Columns.item,
+            how="left",
+            maintain_order="left",
+        )
+        .join(_user_group_rates(history, items, pairs, threshold, smoothing), on=PAIR, how="left", maintain_order="left")
+        .join(als_pair_features(als_model, pairs.select(PAIR), catalogue), on=PAIR, how="left", maintain_order="left")
+        .with_columns(
+            (pl.col("u_play_s_median") / pl.col("duration_s")).cast(pl.Float32).alias("ux_expected_watch_ratio")
+        )
+        .sort("_row")
+        .drop("_row")
+    )
+    features = [c for c in frame.columns if c not in (*PAIR, *label_columns)]
+    numeric = [c for c in features if c not in CATEGORICAL_FEATURES]
+    frame = frame.with_columns(pl.col(numeric).cast(pl.Float32), pl.col(list(CATEGORICAL_FEATURES)).cast(pl.Int16))
+    return FeatureTable(frame=frame, features=features, categorical=list(CATEGORICAL_FEATURES))

@@ -1,0 +1,213 @@
+"""LightGBM ranker: the second stage, re-ranking ALS candidates.
+
+Training rows: the *logged views of the label window* (see :mod:`reco.data.split`), each described
+by features computed from the history before the window. We do not train on ALS candidates that
+were never shown: in a logged feed an unshown candidate is not a negative, and treating it as one
+teaches the ranker the feed policy instead of the user's taste. Logged views carry real outcomes,
+which matches the fully observed test, where every candidate was shown and has a real label.
+
+Groups are users (rows of a user contiguous, groups in the order of the rows); labels are the graded
+relevance (``ranker.label: graded``) or the binary label. Early stopping watches a user-disjoint
+validation part of the label window, so no user is in both parts. Training is deterministic
+(``deterministic``, ``force_row_wise``, fixed ``seed`` and ``num_threads``). The model is saved in
+LightGBM's own text format next to ``features.json`` (the ordered feature list); prediction
+refuses a table whose columns do not match it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from reco.errors import InputDataError
+from reco.io import atomic_dir
+from reco.params import RankerParams
+from reco.schema import Columns
+
+MODEL_FILE = "model.txt"
+FEATURES_FILE = "features.json"
+
+
+@dataclass
+class TrainedRanker:
+    """A fitted booster plus what the plots and the model card need."""
+
+    booster: Any  # lightgbm.Booster (imported lazily: lightgbm costs ~2 s to import)
+    features: list[str]
+    categorical: list[str]
+    best_iteration: int
+    curve: list[dict[str, float]]  # per-iteration validation metric
+    importance: list[dict[str, Any]]  # gain importance per feature, descending
+    summary: dict[str, Any]
+
+
+def sample_users(users: np.ndarray, n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pick up to ``n`` users and split them into user-disjoint (train, valid) sorted id arrays."""
+    rng = np.random.default_rng(seed)
+    unique = np.unique(users)
+    chosen = rng.permutation(unique)[: min(n, len(unique))]
+    n_valid = max(1, int(round(len(chosen) * valid_fraction)))
+    return np.sort(chosen[n_valid:]), np.sort(chosen[:n_valid])
+
+
+def _group_sizes(user_column: np.ndarray) -> np.ndarray:
+    """Row counts of consecutive equal users (rows must already be sorted by user)."""
+    boundaries = np.flatnonzero(np.diff(user_column)) + 1
+    return np.diff(np.concatenate(([0], boundaries, [len(user_column)])))
+
+
+def _matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    return frame.select(pl.col(features).cast(pl.Float32)).to_numpy(order="c").astype(np.float32, copy=False)
+
+
+def lightgbm_params(params: RankerParams) -> dict[str, Any]:
+    """The LightGBM parameter dict (deterministic, fixed threads and seed)."""
+    objective_params: dict[str, Any] = (
+        {
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "eval_at": [10],
+            "lambdarank_truncation_level": params.lambdarank_truncation_level,
+        }
+        if params.objective == "lambdarank"
+        else {"objective": "binary", "metric": "auc"}
+    )
+    return {
+        **objective_params,
+        "num_leaves": params.num_leaves,
+        "learning_rate": params.learning_rate,
+        "min_data_in_leaf": params.min_data_in_leaf,
+        "feature_fraction": params.feature_fraction,
+        "bagging_fraction": params.bagging_fraction,
+        "bagging_freq": 1 if params.bagging_fraction < 1 else 0,
+        "max_bin": params.max_bin,
+        "num_threads": params.num_threads,
+        "seed": params.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+
+
+def train_ranker(
+    table: pl.DataFrame, features: list[str], categorical: list[str], params: RankerParams
+) -> TrainedRanker:
+    """Fit the ranker on a feature table with ``label`` and ``relevance`` columns.
+
+    Raises
+    ------
+    InputDataError
+        If the table lacks labels, a feature column, or has no positive in either part.
+    """
+    import lightgbm as lgb
+
+    missing = [c for c in (*features, Columns.user, Columns.label, Columns.relevance) if c not in table.columns]
+    if missing:
+        raise InputDataError("ranker training table", f"missing columns {missing}")
+    train_users, valid_users = sample_users(table[Columns.user].to_numpy(), params.train_users, params.valid_fraction, params.seed)
+    target = Columns.relevance if params.label == "graded" else Columns.label
+    parts = {}
+    for name, ids in (("train", train_users), ("valid", valid_users)):
+        chosen = pl.DataFrame({Columns.user: pl.Series(ids, dtype=table.schema[Columns.user])})
+        part = table.join(chosen, on=Columns.user, how="semi").sort([Columns.user, Columns.item])
+        labels = part[target].cast(pl.Int32).to_numpy()
+        if part.height == 0 or labels.max(initial=0) == 0:
+            raise InputDataError("ranker training table", f"the {name} part has no positive labels ({part.height} rows)")
+        parts[name] = (part, labels)
+    datasets = {}
+    for name, (part, labels) in parts.items():
+        datasets[name] = lgb.Dataset(
+            _matrix(part, features),
+            label=labels,
+            group=_group_sizes(part[Columns.user].to_numpy()) if params.objective == "lambdarank" else None,
+            feature_name=features,
+            categorical_feature=categorical,
+            reference=datasets.get("train"),
+            free_raw_data=True,
+        )
+    lgb_params = lightgbm_params(params)
+    evals: dict[str, dict[str, list[float]]] = {}
+    booster = lgb.train(
+        lgb_params,
+        datasets["train"],
+        num_boost_round=params.n_estimators,
+        valid_sets=[datasets["valid"]],
+        valid_names=["valid"],
+        callbacks=[
+            lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False),
+            lgb.record_evaluation(evals),
+        ],
+    )
+    metric_name, values = next(iter(evals["valid"].items()))
+    best = int(booster.best_iteration) or len(values)
+    gains = booster.feature_importance(importance_type="gain", iteration=best)
+    importance = sorted(
+        ({"feature": f, "gain": float(g)} for f, g in zip(features, gains, strict=True)),
+        key=lambda row: (-row["gain"], row["feature"]),
+    )
+    return TrainedRanker(
+        booster=booster,
+        features=list(features),
+        categorical=list(categorical),
+        best_iteration=best,
+        curve=[{"iteration": i + 1, metric_name: float(v)} for i, v in enumerate(values)],
+        importance=importance,
+        summary={
+            "objective": params.objective,
+            "label": params.label,
+            "valid_metric": metric_name,
+            "best_iteration": best,
+            "best_valid_score": float(values[best - 1]),
+            "train_users": int(len(train_users)),
+            "valid_users": int(len(valid_users)),
+            "train_rows": int(parts["train"][0].height),
+            "valid_rows": int(parts["valid"][0].height),
+            "train_positive_rate": float((parts["train"][0][Columns.label]).mean()),
+        },
+    )
+
+
+def save_ranker(ranker: TrainedRanker, out_dir: Path) -> None:
+    """Write ``model.txt`` (LightGBM text format, best iteration) and ``features.json`` atomically."""
+    with atomic_dir(out_dir) as tmp:
+        ranker.booster.save_model(str(tmp / MODEL_FILE), num_iteration=ranker.best_iteration)
+        (tmp / FEATURES_FILE).write_text(
+            json.dumps({"features": ranker.features, "categorical": ranker.categorical}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+
+
+@dataclass
+class LoadedRanker:
+    """A booster read back from ``model.txt`` with its feature list."""
+
+    booster: Any
+    features: list[str]
+    categorical: list[str]
+
+    def predict(self, table: pl.DataFrame) -> np.ndarray:
+        """Score a feature table; refuses tables whose feature columns differ from training."""
+        missing = [c for c in self.features if c not in table.columns]
+        if missing:
+            raise InputDataError("feature table", f"missing ranker features {missing}")
+        return np.asarray(self.booster.predict(_matrix(table, self.features), num_threads=1), dtype=np.float64)
+
+
+def load_ranker(model_dir: Path) -> LoadedRanker:
+    """Load a ranker saved by :func:`save_ranker` (no pickle: LightGBM text + JSON)."""
+    import lightgbm as lgb
+
+    model_path, features_path = Path(model_dir) / MODEL_FILE, Path(model_dir) / FEATURES_FILE
+    for path in (model_path, features_path):
+        if not path.is_file():
+            raise InputDataError(path, "ranker artifact not found; run `dvc repro train_ranker`")
+    spec = json.loads(features_path.read_text(encoding="utf-8"))
+    booster = lgb.Booster(model_file=str(model_path))
+    if booster.feature_name() != spec["features"]:
+        raise InputDataError(model_path, f"model features {booster.feature_name()} differ from {features_path}")
+    return LoadedRanker(booster=booster, features=spec["features"], categorical=spec["categorical"])

@@ -1,0 +1,335 @@
+"""One typed definition of ``params.yaml``, validated at the start of every stage.
+
+Each section is a frozen dataclass. :func:`load_section` reads one section, rejects unknown keys,
+wrong types and out-of-range values with a :class:`~reco.errors.ParamsError` that names the key,
+the value and what is allowed. Stage scripts read only the sections they declare in ``dvc.yaml``.
+
+Examples
+--------
+>>> als = parse_section("als", {"factors": 32})
+>>> als.factors, als.confidence
+(32, 'log1p_watch_ratio')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from reco.errors import ParamsError
+
+PARAMS_FILE = "params.yaml"
+
+
+def _fail(section: str, key: str, value: object, allowed: str) -> typing.NoReturn:
+    raise ParamsError(f"params.yaml: {section}.{key} = {value!r} is invalid; expected {allowed}")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the raw KuaiRec files come from (stage ``ingest``)."""
+
+    source: Literal["simulate", "kuairec"] = "simulate"
+    profile: Literal["tiny", "small", "full"] = "full"
+    seed: int = 20200705
+    scale: float = 1.0  # multiplies the simulator's number of logged views (scaling benchmarks)
+    kuairec_url: str = "https://zenodo.org/records/18164998/files/KuaiRec.zip"
+    kuairec_md5: str = "261550d472c48eff4990fb13c0e5bcf7"
+    kuairec_size: int = 431_964_858
+    kuairec_archive: str | None = None  # an already downloaded KuaiRec.zip
+    kuairec_dir: str | None = None  # an already extracted "KuaiRec 2.0/data" folder
+    download_dir: str = "data/download"
+
+    def validate(self) -> None:
+        if not 0.01 <= self.scale <= 10:
+            _fail("data", "scale", self.scale, "a number in [0.01, 10]")
+        if not self.kuairec_url.startswith("https://"):
+            _fail("data", "kuairec_url", self.kuairec_url, "an https:// URL")
+        if len(self.kuairec_md5) != 32 or any(c not in "0123456789abcdef" for c in self.kuairec_md5):
+            _fail("data", "kuairec_md5", self.kuairec_md5, "32 lowercase hex digits")
+        if self.kuairec_size <= 0:
+            _fail("data", "kuairec_size", self.kuairec_size, "a positive byte count")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """How interactions are split into training, ranker-label and test sets (stage ``split``)."""
+
+    protocol: Literal["fully_observed"] = "fully_observed"
+    label_window_days: int = 5  # the last days of big_matrix whose views train the ranker
+
+    def validate(self) -> None:
+        if not 1 <= self.label_window_days <= 60:
+            _fail("split", "label_window_days", self.label_window_days, "an integer in [1, 60]")
+
+
+@dataclass(frozen=True)
+class LabelParams:
+    """What counts as a positive view."""
+
+    threshold: float = 2.0  # positive: watch_ratio > threshold (the KuaiRec authors' suggestion)
+    # Graded relevance: the number of these edges a view's watch_ratio exceeds (0..len(edges)).
+    graded_edges: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
+
+    def validate(self) -> None:
+        if not math.isfinite(self.threshold) or self.threshold < 0:
+            _fail("label", "threshold", self.threshold, "a finite number >= 0")
+        edges = list(self.graded_edges)
+        if not edges or edges != sorted(set(edges)) or edges[0] < 0:
+            _fail("label", "graded_edges", self.graded_edges, "a non-empty increasing list of numbers >= 0")
+
+
+@dataclass(frozen=True)
+class AlsParams:
+    """implicit ALS (stage ``train_als``)."""
+
+    factors: int = 64
+    regularization: float = 0.05
+    alpha: float = 2.0  # confidence = 1 + alpha * value
+    iterations: int = 15
+    confidence: Literal["binary", "watch_ratio", "log1p_watch_ratio"] = "log1p_watch_ratio"
+    random_state: int = 42
+    num_threads: int = 2
+    use_gpu: bool = False
+
+    def validate(self) -> None:
+        if not 1 <= self.factors <= 1024:
+            _fail("als", "factors", self.factors, "an integer in [1, 1024]")
+        if self.regularization < 0:
+            _fail("als", "regularization", self.regularization, "a number >= 0")
+        if self.alpha < 0:
+            _fail("als", "alpha", self.alpha, "a number >= 0")
+        if not 1 <= self.iterations <= 500:
+            _fail("als", "iterations", self.iterations, "an integer in [1, 500]")
+        if self.num_threads < 1:
+            _fail("als", "num_threads", self.num_threads, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class CandidatesParams:
+    """ALS candidate generation (stage ``candidates``)."""
+
+    n: int = 200
+
+    def validate(self) -> None:
+        if not 1 <= self.n <= 10_000:
+            _fail("candidates", "n", self.n, "an integer in [1, 10000]")
+
+
+@dataclass(frozen=True)
+class FeaturesParams:
+    """Feature building (stage ``features``)."""
+
+    daily_window_days: int = 7  # item_daily_features aggregated over this many days before the cut
+    popularity_smoothing: float = 50.0  # pseudo-views pulling item rates toward the global rate
+
+    def validate(self) -> None:
+        if not 1 <= self.daily_window_days <= 90:
+            _fail("features", "daily_window_days", self.daily_window_days, "an integer in [1, 90]")
+        if self.popularity_smoothing < 0:
+            _fail("features", "popularity_smoothing", self.popularity_smoothing, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class RankerParams:
+    """LightGBM ranker (stage ``train_ranker``)."""
+
+    objective: Literal["lambdarank", "binary"] = "lambdarank"
+    label: Literal["graded", "binary"] = "graded"
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    n_estimators: int = 300
+    early_stopping_rounds: int = 30
+    min_data_in_leaf: int = 100
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    lambdarank_truncation_level: int = 20
+    max_bin: int = 63
+    train_users: int = 3000  # users sampled from the label window (cost grows with rows)
+    valid_fraction: float = 0.2  # user-disjoint validation share for early stopping
+    seed: int = 42
+    num_threads: int = 2
+
+    def validate(self) -> None:
+        if not 2 <= self.num_leaves <= 4096:
+            _fail("ranker", "num_leaves", self.num_leaves, "an integer in [2, 4096]")
+        if not 0 < self.learning_rate <= 1:
+            _fail("ranker", "learning_rate", self.learning_rate, "a number in (0, 1]")
+        if self.n_estimators < 1:
+            _fail("ranker", "n_estimators", self.n_estimators, "an integer >= 1")
+        if self.early_stopping_rounds < 1:
+            _fail("ranker", "early_stopping_rounds", self.early_stopping_rounds, "an integer >= 1")
+        if self.min_data_in_leaf < 1:
+            _fail("ranker", "min_data_in_leaf", self.min_data_in_leaf, "an integer >= 1")
+        for key in ("feature_fraction", "bagging_fraction"):
+            value = getattr(self, key)
+            if not 0 < value <= 1:
+                _fail("ranker", key, value, "a number in (0, 1]")
+        if self.lambdarank_truncation_level < 1:
+            _fail("ranker", "lambdarank_truncation_level", self.lambdarank_truncation_level, "an integer >= 1")
+        if not 2 <= self.max_bin <= 1024:
+            _fail("ranker", "max_bin", self.max_bin, "an integer in [2, 1024]")
+        if self.train_users < 10:
+            _fail("ranker", "train_users", self.train_users, "an integer >= 10")
+        if not 0 < self.valid_fraction < 1:
+            _fail("ranker", "valid_fraction", self.valid_fraction, "a number in (0, 1)")
+        if self.num_threads < 1:
+            _fail("ranker", "num_threads", self.num_threads, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Evaluation (stage ``evaluate``)."""
+
+    ks: tuple[int, ...] = (5, 10, 20, 50, 100)
+    seed: int = 42  # for the random baseline
+    popularity_smoothing: float = 50.0
+    top_k_output: int = 50  # length of each user's list in the recommendations file
+
+    def validate(self) -> None:
+        if not self.ks or any(k < 1 for k in self.ks) or list(self.ks) != sorted(set(self.ks)):
+            _fail("evaluate", "ks", list(self.ks), "a non-empty increasing list of integers >= 1")
+        if self.popularity_smoothing < 0:
+            _fail("evaluate", "popularity_smoothing", self.popularity_smoothing, "a number >= 0")
+        if self.top_k_output < 1:
+            _fail("evaluate", "top_k_output", self.top_k_output, "an integer >= 1")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "split": SplitParams,
+    "label": LabelParams,
+    "als": AlsParams,
+    "candidates": CandidatesParams,
+    "features": FeaturesParams,
+    "ranker": RankerParams,
+    "evaluate": EvaluateParams,
+}
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}.get(
+        hint, str(hint)
+    )
+
+
+def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
+    """Return ``value`` converted to the type ``hint`` or raise a ParamsError naming the key."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+        _fail(section, key, value, _describe(hint))
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(section, key, value, option)
+            except ParamsError:
+                continue
+        _fail(section, key, value, _describe(hint))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            _fail(section, key, value, _describe(hint))
+        item_hint = typing.get_args(hint)[0]
+        return tuple(_coerce(section, key, item, item_hint) for item in value)
+    if hint is type(None):
+        if value is None:
+            return None
+        _fail(section, key, value, "null")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        _fail(section, key, value, "true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        _fail(section, key, value, "an integer")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        _fail(section, key, value, "a finite number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        _fail(section, key, value, "a string")
+    raise TypeError(f"unsupported params type {hint!r} for {section}.{key}")  # a bug, not bad input
+
+
+def parse_section(section: str, values: Mapping[str, Any] | None) -> Any:
+    """Build and validate the dataclass of ``section`` from a mapping (missing keys take defaults)."""
+    if section not in SECTIONS:
+        raise ParamsError(f"params.yaml: unknown section {section!r}; known sections: {', '.join(SECTIONS)}")
+    cls = SECTIONS[section]
+    values = {} if values is None else values
+    if not isinstance(values, Mapping):
+        raise ParamsError(f"params.yaml: section {section!r} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ParamsError(
+            f"params.yaml: unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
+            f"allowed keys in {section!r}: {', '.join(sorted(known))}"
+        )
+    kwargs = {key: _coerce(section, key, value, hints[key]) for key, value in values.items()}
+    parsed = cls(**kwargs)
+    parsed.validate()
+    return parsed
+
+
+def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read ``params.yaml`` as a mapping of sections."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (run from the repository root)")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(loaded, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    unknown = sorted(set(loaded) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"{path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    return loaded
+
+
+def load_section(section: str, path: str | Path = PARAMS_FILE) -> Any:
+    """Read and validate one section of ``params.yaml``."""
+    return parse_section(section, read_params_file(path).get(section))
+
+
+def as_dict(params: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a params dataclass (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
+
+
+__all__ = [
+    "AlsParams",
+    "CandidatesParams",
+    "DataParams",
+    "EvaluateParams",
+    "FeaturesParams",
+    "LabelParams",
+    "RankerParams",
+    "SplitParams",
+    "as_dict",
+    "load_section",
+    "parse_section",
+    "read_params_file",
+]

@@ -1,0 +1,33 @@
+"""Stage ingest: write the raw KuaiRec 2.0 CSVs to data/raw (simulated, or the real archive)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reco.cli import run_stage
+
+RAW_DIR = Path("data/raw")
+
+
+def main() -> None:
+    from reco.io import atomic_dir, write_json
+    from reco.params import as_dict, load_section
+    from reco.schema import RawFiles
+
+    data = load_section("data")
+    with atomic_dir(RAW_DIR) as tmp:
+        if data.source == "simulate":
+            from reco.data.simulator import simulate
+
+            stats = simulate(tmp, profile=data.profile, seed=data.seed, scale=data.scale)
+            manifest = {"source": "simulate", "profile": data.profile, "seed": data.seed, "scale": data.scale, "stats": stats}
+        else:
+            from reco.data.download import ingest_kuairec
+
+            manifest = ingest_kuairec(data, tmp)
+        manifest["params"] = as_dict(data)
+        write_json(manifest, tmp / RawFiles.manifest)
+
+
+if __name__ == "__main__":
+    run_stage("ingest", main)

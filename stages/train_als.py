@@ -1,0 +1,29 @@
+"""Stage train_als: fit implicit ALS on one training set (``ranker``: history; ``test``: all training).
+
+Usage: ``python -m stages.train_als INTERACTIONS OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from reco.cli import run_stage
+
+
+def main() -> None:
+    import polars as pl
+
+    from reco.models.als import fit_als, save_als
+    from reco.params import load_section
+    from reco.schema import Columns
+
+    interactions_path, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    als, label = load_section("als"), load_section("label")
+    interactions = pl.read_parquet(interactions_path, columns=[Columns.user, Columns.item, Columns.watch_ratio])
+    model, _ = fit_als(interactions, als, threshold=label.threshold)
+    save_als(model, out_dir)
+
+
+if __name__ == "__main__":
+    run_stage("train_als", main)

@@ -1,0 +1,91 @@
+"""The fully observed split: no test pair in training, label window after history, labels right."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from reco.data.split import graded_relevance, split_fully_observed
+from reco.errors import InputDataError
+from reco.params import parse_section
+from reco.schema import INTERACTION_SCHEMA, Columns
+
+
+def interactions(rows: list[tuple[int, int, str, float]]) -> pl.DataFrame:
+    """Rows of (user, video, local date, watch_ratio) in the prepared schema."""
+    frame = pl.DataFrame(
+        {
+            Columns.user: [r[0] for r in rows],
+            Columns.item: [r[1] for r in rows],
+            Columns.play_duration: [int(r[3] * 10_000) for r in rows],
+            Columns.video_duration: [10_000] * len(rows),
+            Columns.timestamp: [dt.datetime.fromisoformat(r[2] + "T12:00:00+00:00") for r in rows],
+            Columns.date: [dt.date.fromisoformat(r[2]) for r in rows],
+            Columns.watch_ratio: [r[3] for r in rows],
+        }
+    )
+    return frame.cast(dict(INTERACTION_SCHEMA))
+
+
+BIG = interactions(
+    [
+        (1, 10, "2020-07-05", 0.5),
+        (1, 11, "2020-07-06", 2.5),  # (1, 11) is also in small: must leave training
+        (1, 12, "2020-09-04", 3.0),  # label window
+        (1, 10, "2020-09-05", 1.0),  # re-watch of a history pair: not a ranker label
+        (2, 10, "2020-07-05", 0.1),
+        (2, 13, "2020-09-05", 0.2),  # label window
+        (3, 14, "2020-08-01", 4.0),
+    ]
+)
+SMALL = interactions([(1, 11, "2020-07-07", 2.1), (2, 12, "2020-07-07", 0.3), (3, 10, "2020-07-08", 6.0)])
+
+
+def run(window_days: int = 2, threshold: float = 2.0):
+    return split_fully_observed(
+        BIG,
+        SMALL,
+        parse_section("split", {"label_window_days": window_days}),
+        parse_section("label", {"threshold": threshold, "graded_edges": [1.0, 2.0, 3.0, 5.0]}),
+    )
+
+
+def pairs(frame: pl.DataFrame) -> set[tuple[int, int]]:
+    return set(frame.select(Columns.user, Columns.item).iter_rows())
+
+
+def test_no_test_pair_in_any_training_set() -> None:
+    result = run()
+    test_pairs = pairs(result.test)
+    for frame in (result.train, result.history, result.ranker_labels):
+        assert not pairs(frame) & test_pairs
+    # only the overlapping pair is removed: 7 big rows - 1
+    assert result.train.height == 6
+    assert result.summary["leakage_check"]["passed"] is True
+
+
+def test_label_window_is_after_history_and_excludes_rewatches() -> None:
+    result = run(window_days=2)
+    assert result.history[Columns.date].max() < dt.date(2020, 9, 4)
+    assert result.summary["label_window"] == {"start": "2020-09-04", "end": "2020-09-05", "days": 2}
+    # (1, 10) was seen in history, so the window's re-watch is not a label row
+    assert pairs(result.ranker_labels) == {(1, 12), (2, 13)}
+
+
+def test_labels_and_graded_relevance() -> None:
+    result = run(threshold=2.0)
+    test = result.test.sort(Columns.user)
+    # watch ratios 2.1, 0.3, 6.0 -> label > 2.0: True, False, True; edges 1,2,3,5 exceeded: 2, 0, 4
+    assert test[Columns.label].to_list() == [True, False, True]
+    assert test[Columns.relevance].to_list() == [2, 0, 4]
+    frame = pl.DataFrame({"wr": [0.0, 1.0, 1.5, 5.0, 9.0]})
+    # strictly greater than each edge: 1.0 exceeds none; 5.0 exceeds 1, 2, 3 only
+    assert frame.select(graded_relevance(pl.col("wr"), (1.0, 2.0, 3.0, 5.0)))["wr"].to_list() == [0, 0, 1, 3, 4]
+
+
+def test_window_covering_all_training_dates_is_refused() -> None:
+    recent = BIG.filter(pl.col(Columns.date) >= dt.date(2020, 8, 1))
+    with pytest.raises(InputDataError, match="label_window_days = 60 leaves an empty history"):
+        split_fully_observed(recent, SMALL, parse_section("split", {"label_window_days": 60}), parse_section("label", {}))

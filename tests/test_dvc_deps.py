@@ -1,0 +1,132 @@
+"""Dependencies that cannot drift: dvc.yaml must declare every project module a stage imports.
+
+For each stage, the script named in ``cmd`` is parsed with ``ast``; its imports of project modules
+(``reco.*``, ``stages.*``) are followed transitively, including the ``__init__.py`` of every package
+on the way (Python executes them). The declared code deps must equal that set exactly: a missing
+module means stale results, an extra one means needless reruns. Likewise every params section the
+code reads through ``load_section("...")`` must be declared, and nothing else.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_PACKAGES = ("reco", "stages")
+
+
+def module_path(module: str) -> Path | None:
+    """The file of a project module (``reco.data.split`` -> ``reco/data/split.py``), or None."""
+    if module.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    base = REPO.joinpath(*module.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def package_inits(module: str) -> set[Path]:
+    """``__init__.py`` files Python runs before importing ``module``."""
+    parts = module.split(".")
+    inits = set()
+    for i in range(1, len(parts)):
+        init = REPO.joinpath(*parts[:i], "__init__.py")
+        if init.is_file():
+            inits.add(init)
+    return inits
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute module names imported anywhere in ``path`` (top level or inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            # `from reco.data import split` imports the submodule reco.data.split
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def closure(script: Path) -> set[Path]:
+    """Project files executed when running ``script`` (the script, its imports, transitively)."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in imported_modules(path):
+            target = module_path(module)
+            if target is not None:
+                todo.append(target)
+                todo.extend(package_inits(module))
+    return seen
+
+
+def params_sections(files: set[Path]) -> set[str]:
+    pattern = re.compile(r"""load_section\(\s*["'](\w+)["']""")
+    return {m for f in files for m in pattern.findall(f.read_text(encoding="utf-8"))}
+
+
+def stage_definitions() -> dict[str, dict]:
+    """Stages of dvc.yaml with ``foreach`` expanded to one entry per key (templates filled)."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    stages: dict[str, dict] = {}
+    for name, stage in spec["stages"].items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        for key, item in stage["foreach"].items():
+            text = yaml.safe_dump(stage["do"])
+            text = text.replace("${key}", key)
+            for field, value in item.items():
+                text = text.replace("${item." + field + "}", str(value))
+            stages[f"{name}@{key}"] = yaml.safe_load(text)
+    return stages
+
+
+def script_of(stage: dict) -> Path:
+    match = re.search(r"python -m (stages\.\w+)", stage["cmd"])
+    assert match, f"stage cmd should run `python -m stages.<name>`: {stage['cmd']}"
+    path = module_path(match.group(1))
+    assert path is not None
+    return path
+
+
+STAGES = stage_definitions()
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_code_deps_are_exactly_the_imported_project_modules(name: str) -> None:
+    stage = STAGES[name]
+    script = script_of(stage)
+    needed = {p.relative_to(REPO).as_posix() for p in closure(script) | package_inits(f"stages.{script.stem}")}
+    declared = {d for d in stage.get("deps", []) if d.endswith(".py")}
+    assert sorted(needed - declared) == [], f"{name}: imported but not declared in dvc.yaml deps"
+    assert sorted(declared - needed) == [], f"{name}: declared in dvc.yaml but never imported"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_params_sections_are_exactly_those_read(name: str) -> None:
+    stage = STAGES[name]
+    read = params_sections(closure(script_of(stage)))
+    declared = set()
+    for entry in stage.get("params", []):
+        declared.update(entry if isinstance(entry, str) else [])
+    assert read == declared, f"{name}: code reads params sections {sorted(read)}, dvc.yaml declares {sorted(declared)}"
+
+
+def test_closure_follows_imports_inside_functions(tmp_path: Path) -> None:
+    # The checker itself must see lazy imports, or a stage could hide a dependency from it.
+    assert REPO / "reco" / "errors.py" in closure(REPO / "reco" / "cli.py")
