@@ -1,0 +1,1 @@
+"""Models: implicit ALS candidate generation, baselines, ranker features and the LightGBM ranker."""

@@ -1,0 +1,263 @@
+"""Candidate generation: each user's top-N ALS items from a catalogue, with a popularity fallback.
+
+Scoring uses implicit's batched ``recommend`` on a CPU ALS object rebuilt from the saved factors
+(multi-threaded top-k in C++). Facts about implicit 0.7.3's ``recommend`` that shape this code
+(checked on the installed package):
+
+* with ``items=`` the call ranks only those items and clips ``N`` to ``len(items)``;
+* ``filter_already_liked_items=True`` does **not** remove seen items from the result when fewer
+  than ``N`` other items remain: they come back with score ``-FLT_MAX`` (``np.finfo(np.float32).min``)
+  and are dropped here;
+* without ``items=``, ``N`` larger than the number of items pads rows with item 0 and score 0,
+  indistinguishable from a real item: ``N`` is therefore clipped to the catalogue size here;
+* tied scores come back in no particular order: rows are re-sorted by (score desc, item id asc),
+  so the output is deterministic (which of several tied items makes the cut at rank N is decided
+  by implicit's top-k, deterministic for the same inputs).
+
+Examples
+--------
+>>> from reco.models.als import AlsModel, IdMap
+>>> users_f = np.array([[1, 0.25], [0.25, 1]], dtype=np.float32)
+>>> model = AlsModel(users_f, np.array([[1, 0], [0.5, 0], [0, 1]], dtype=np.float32),
+...                  IdMap.from_values(np.array([1, 2])), IdMap.from_values(np.array([10, 11, 12])), [])
+>>> seen = scipy.sparse.csr_matrix(np.array([[1, 0, 0], [0, 0, 0]], dtype=np.float32))
+>>> frame, stats = recommend_candidates(model, seen, np.array([1, 2, 3]), n=2, fallback_items=np.array([12, 10]))
+>>> frame.rows()
+[(1, 11, 0.5, 1, 'als'), (1, 12, 0.25, 2, 'als'), (2, 12, 1.0, 1, 'als'), (2, 10, 0.25, 2, 'als'), (3, 12, nan, 1, 'popularity'), (3, 10, nan, 2, 'popularity')]
+>>> stats
+{'users': 3, 'users_unknown_to_als': 1, 'n': 2, 'rows': 6}
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import polars as pl
+import scipy.sparse
+
+from reco.models.als import AlsModel
+from reco.schema import Columns
+
+SCORE_COLUMN: Final = "als_score"
+RANK_COLUMN: Final = "als_rank"
+SOURCE_COLUMN: Final = "source"
+SOURCE_DTYPE: Final = pl.Enum(["als", "popularity"])
+CANDIDATE_SCHEMA: Final = pl.Schema(
+    {
+        Columns.user: pl.Int32,
+        Columns.item: pl.Int32,
+        SCORE_COLUMN: pl.Float32,
+        RANK_COLUMN: pl.Int16,
+        SOURCE_COLUMN: SOURCE_DTYPE,
+    }
+)
+MAX_N: Final = int(np.iinfo(np.int16).max)  # als_rank is int16
+
+_FILTERED_SCORE: Final = float(np.finfo(np.float32).min)  # implicit's mark for a filtered item
+
+
+def _check_user_items(model: AlsModel, user_items: scipy.sparse.csr_matrix) -> None:
+    expected = (len(model.user_ids), len(model.item_ids))
+    if not isinstance(user_items, scipy.sparse.csr_matrix | scipy.sparse.csr_array):
+        raise TypeError(f"user_items must be a users x items scipy.sparse CSR matrix, got {type(user_items).__name__}")
+    if user_items.shape != expected:
+        hint = (
+            " (it looks like items x users: pass the users x items matrix, i.e. transpose it)"
+            if user_items.shape == expected[::-1]
+            else ""
+        )
+        raise ValueError(
+            f"user_items has shape {user_items.shape} but the model has {expected[0]} users x {expected[1]} items"
+            f"{hint}; pass the training matrix whose rows follow model.user_ids"
+        )
+
+
+def _frame(users: np.ndarray, items: np.ndarray, scores: np.ndarray, ranks: np.ndarray, source: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            Columns.user: pl.Series(users, dtype=pl.Int32),
+            Columns.item: pl.Series(items, dtype=pl.Int32),
+            SCORE_COLUMN: pl.Series(scores, dtype=pl.Float32),
+            RANK_COLUMN: pl.Series(ranks, dtype=pl.Int16),
+            SOURCE_COLUMN: pl.Series([source] * len(users), dtype=SOURCE_DTYPE),
+        },
+        schema=CANDIDATE_SCHEMA,
+    )
+
+
+def _ranks_within_users(sorted_users: np.ndarray) -> np.ndarray:
+    """1-based position of each row within its run of equal users (input sorted by user)."""
+    if sorted_users.size == 0:
+        return np.zeros(0, dtype=np.int16)
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, sorted_users.size]))
+    return (np.arange(sorted_users.size) - run_start + 1).astype(np.int16)
+
+
+def _als_candidates(
+    model: AlsModel,
+    user_items: scipy.sparse.csr_matrix,
+    users: np.ndarray,
+    rows: np.ndarray,
+    catalogue_idx: np.ndarray,
+    n: int,
+    filter_seen: bool,
+    num_threads: int,
+) -> pl.DataFrame:
+    """Top-n candidates of known users (model rows ``rows``) over model item positions ``catalogue_idx``."""
+    import implicit.cpu.als
+    from threadpoolctl import threadpool_limits
+
+    seen = user_items[rows]
+    seen.eliminate_zeros()  # filter_seen removes the nonzeros (structure) of the training matrix
+    seen.data = np.ones_like(seen.data, dtype=np.float32)
+    whole_catalogue = catalogue_idx.size == len(model.item_ids)
+    n_eff = min(n, int(catalogue_idx.size))
+    with threadpool_limits(limits=1, user_api="blas"):
+        recommender = implicit.cpu.als.AlternatingLeastSquares(
+            factors=model.factors, dtype=np.float32, num_threads=num_threads
+        )
+        recommender.user_factors = model.user_factors
+        recommender.item_factors = model.item_factors
+        ids, scores = recommender.recommend(
+            rows,
+            seen,
+            N=n_eff,
+            filter_already_liked_items=filter_seen,
+            items=None if whole_catalogue else catalogue_idx,
+        )
+    ids = np.asarray(ids).reshape(rows.size, -1)
+    scores = np.asarray(scores, dtype=np.float32).reshape(rows.size, -1)
+    keep = scores > _FILTERED_SCORE
+    flat_users = np.repeat(users, ids.shape[1])[keep.ravel()]
+    flat_items = model.item_ids.ids[ids[keep]]
+    flat_scores = scores[keep]
+    order = np.lexsort((flat_items, -flat_scores, flat_users))
+    flat_users, flat_items, flat_scores = flat_users[order], flat_items[order], flat_scores[order]
+    return _frame(flat_users, flat_items, flat_scores, _ranks_within_users(flat_users), "als")
+
+
+def _fallback_candidates(users: np.ndarray, fallback: np.ndarray, n: int) -> pl.DataFrame:
+    items = fallback[:n]
+    return _frame(
+        np.repeat(users, items.size),
+        np.tile(items, users.size),
+        np.full(users.size * items.size, np.nan, dtype=np.float32),
+        np.tile(np.arange(1, items.size + 1, dtype=np.int16), users.size),
+        "popularity",
+    )
+
+
+def recommend_candidates(
+    model: AlsModel,
+    user_items: scipy.sparse.csr_matrix,
+    users: np.ndarray,
+    n: int,
+    catalogue: np.ndarray | None = None,
+    filter_seen: bool = True,
+    fallback_items: np.ndarray | None = None,
+    *,
+    num_threads: int = 2,
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Up to ``n`` candidates per user: ALS top-n, or a popularity list for users unknown to ALS.
+
+    Parameters
+    ----------
+    model
+        Fitted ALS factors.
+    user_items
+        Users x items CSR training matrix, rows aligned with ``model.user_ids``; its nonzeros are
+        the pairs removed when ``filter_seen``.
+    users
+        External user ids to serve (duplicates are served once).
+    n
+        Candidates per user (1..32767). Fewer come back when the catalogue minus the user's seen
+        items is smaller.
+    catalogue
+        External item ids allowed; ``None`` = every model item. Catalogue items unknown to the
+        model cannot be ALS candidates (they can still come from the fallback list).
+    filter_seen
+        Remove each user's training pairs from their ALS candidates.
+    fallback_items
+        Popularity order of external item ids for users unknown to ALS, restricted to the
+        catalogue (to the model's items when ``catalogue`` is None); duplicates keep their first
+        position. ``None``: unknown users get no rows (they are still counted).
+    num_threads
+        Threads of implicit's top-k (results do not depend on it).
+
+    Returns
+    -------
+    frame
+        ``user_id`` i32, ``video_id`` i32, ``als_score`` f32 (NaN for fallback rows), ``als_rank``
+        i16 (1-based; ties broken by item id), ``source`` enum {"als", "popularity"}; sorted by
+        (user_id, als_rank).
+    stats
+        ``users`` served, ``users_unknown_to_als``, ``n`` and ``rows``.
+    """
+    if not 1 <= n <= MAX_N:
+        raise ValueError(f"n must be in [1, {MAX_N}], got {n}")
+    _check_user_items(model, user_items)
+    users = np.unique(np.asarray(users)).astype(np.int32)
+    user_rows = model.user_ids.index_of(users)
+    known = user_rows >= 0
+
+    if catalogue is None:
+        catalogue_ext = model.item_ids.ids
+        catalogue_idx = np.arange(len(model.item_ids), dtype=np.int32)
+    else:
+        catalogue_ext = np.unique(np.asarray(catalogue)).astype(np.int32)
+        catalogue_idx = model.item_ids.index_of(catalogue_ext)
+        catalogue_idx = catalogue_idx[catalogue_idx >= 0]  # increasing, as both arrays are sorted
+
+    parts = [pl.DataFrame(schema=CANDIDATE_SCHEMA)]
+    if known.any() and catalogue_idx.size:
+        parts.append(
+            _als_candidates(
+                model, user_items, users[known], user_rows[known], catalogue_idx, n, filter_seen, num_threads
+            )
+        )
+    if fallback_items is not None and not known.all():
+        fallback = np.asarray(fallback_items).astype(np.int32)
+        fallback = fallback[np.isin(fallback, catalogue_ext)]
+        _, first = np.unique(fallback, return_index=True)
+        parts.append(_fallback_candidates(users[~known], fallback[np.sort(first)], n))
+    frame = pl.concat(parts).sort([Columns.user, RANK_COLUMN])
+    stats = {
+        "users": int(users.size),
+        "users_unknown_to_als": int((~known).sum()),
+        "n": int(n),
+        "rows": int(frame.height),
+    }
+    return frame, stats
+
+
+def candidate_recall(candidates: pl.DataFrame, positives: pl.DataFrame) -> float:
+    """Share of positive (user, item) pairs found among the candidates, micro-averaged over pairs.
+
+    Every distinct positive pair counts once, whichever user it belongs to (users with many
+    positives weigh more than in a per-user average). Users without candidates count as misses.
+
+    Raises
+    ------
+    ValueError
+        ``positives`` holds no pair (recall is undefined).
+
+    Examples
+    --------
+    >>> cand = pl.DataFrame({"user_id": [1, 1, 2], "video_id": [10, 11, 10]})
+    >>> pos = pl.DataFrame({"user_id": [1, 2, 2, 3], "video_id": [11, 10, 12, 10]})
+    >>> candidate_recall(cand, pos)
+    0.5
+    """
+    keys = [Columns.user, Columns.item]
+    cast = [pl.col(c).cast(pl.Int64) for c in keys]
+    pos = positives.lazy().select(cast).unique()
+    total = pos.select(pl.len()).collect().item()
+    if total == 0:
+        raise ValueError("no positive pairs: candidate recall is undefined")
+    found = pos.join(candidates.lazy().select(cast).unique(), on=keys, how="semi").select(pl.len()).collect().item()
+    return float(found) / float(total)
+
+
+__all__ = ["CANDIDATE_SCHEMA", "candidate_recall", "recommend_candidates"]

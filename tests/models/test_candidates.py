@@ -1,0 +1,161 @@
+"""Tests of reco.models.candidates: ALS top-N candidates, popularity fallback and candidate recall."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse
+
+from reco.models.als import AlsModel, IdMap
+from reco.models.candidates import CANDIDATE_SCHEMA, candidate_recall, recommend_candidates
+from reco.schema import Columns
+
+N_USERS, N_ITEMS, FACTORS = 20, 50, 4
+USER_IDS = 1000 + 2 * np.arange(N_USERS)  # external ids are not positions
+ITEM_IDS = 5000 + 3 * np.arange(N_ITEMS)
+
+
+@pytest.fixture(scope="module")
+def model() -> AlsModel:
+    rng = np.random.default_rng(0)
+    return AlsModel(
+        user_factors=rng.normal(size=(N_USERS, FACTORS)).astype(np.float32),
+        item_factors=rng.normal(size=(N_ITEMS, FACTORS)).astype(np.float32),
+        user_ids=IdMap.from_values(USER_IDS),
+        item_ids=IdMap.from_values(ITEM_IDS),
+        loss_per_iteration=[],
+    )
+
+
+@pytest.fixture(scope="module")
+def seen() -> scipy.sparse.csr_matrix:
+    """Training matrix: each user saw ~30% of the items (users x items, float32)."""
+    rng = np.random.default_rng(1)
+    mask = rng.random((N_USERS, N_ITEMS)) < 0.3
+    return scipy.sparse.csr_matrix(np.where(mask, 1 + rng.random(mask.shape), 0).astype(np.float32))
+
+
+def seen_pairs(matrix: scipy.sparse.csr_matrix) -> set[tuple[int, int]]:
+    coo = matrix.tocoo()
+    return set(zip(USER_IDS[coo.row].tolist(), ITEM_IDS[coo.col].tolist(), strict=True))
+
+
+def pairs_of(frame: pl.DataFrame) -> list[tuple[int, int]]:
+    return list(zip(frame[Columns.user].to_list(), frame[Columns.item].to_list(), strict=True))
+
+
+def test_matches_brute_force_top_n(model: AlsModel, seen: scipy.sparse.csr_matrix) -> None:
+    frame, stats = recommend_candidates(model, seen, USER_IDS, n=10)
+    assert frame.schema == CANDIDATE_SCHEMA
+    assert stats == {"users": N_USERS, "users_unknown_to_als": 0, "n": 10, "rows": N_USERS * 10}
+    scores = model.user_factors @ model.item_factors.T
+    scores[seen.toarray() > 0] = -np.inf
+    expected_items = ITEM_IDS[np.argsort(-scores, axis=1, kind="stable")[:, :10]]
+    got = frame[Columns.item].to_numpy().reshape(N_USERS, 10)
+    np.testing.assert_array_equal(got, expected_items)
+    np.testing.assert_allclose(
+        frame["als_score"].to_numpy().reshape(N_USERS, 10), np.take_along_axis(scores, np.argsort(-scores, axis=1)[:, :10], 1), rtol=1e-5
+    )
+    assert frame["als_rank"].to_list() == list(range(1, 11)) * N_USERS
+    assert frame["source"].unique().to_list() == ["als"]
+
+
+def test_filter_seen_removes_every_training_pair(model: AlsModel, seen: scipy.sparse.csr_matrix) -> None:
+    training = seen_pairs(seen)
+    filtered, _ = recommend_candidates(model, seen, USER_IDS, n=N_ITEMS)
+    assert not training & set(pairs_of(filtered))
+    assert filtered.height == N_ITEMS * N_USERS - seen.nnz  # everything else is a candidate
+    unfiltered, _ = recommend_candidates(model, seen, USER_IDS, n=N_ITEMS, filter_seen=False)
+    assert training <= set(pairs_of(unfiltered))
+
+
+def test_catalogue_restriction_and_n_larger_than_catalogue(model: AlsModel, seen: scipy.sparse.csr_matrix) -> None:
+    catalogue = np.array([ITEM_IDS[7], ITEM_IDS[3], ITEM_IDS[40], ITEM_IDS[3], 1, ITEM_IDS[11], ITEM_IDS[25]])
+    allowed = set(ITEM_IDS[[3, 7, 11, 25, 40]].tolist())  # 1 is unknown to the model: never an ALS candidate
+    frame, _ = recommend_candidates(model, seen, USER_IDS, n=200, catalogue=catalogue)
+    assert set(frame[Columns.item].to_list()) <= allowed
+    assert not seen_pairs(seen) & set(pairs_of(frame))
+    per_user = frame.group_by(Columns.user).agg(pl.len(), pl.col("als_rank").max().alias("max_rank"))
+    dense = seen.toarray()[:, [3, 7, 11, 25, 40]] > 0
+    expected = dict(zip(USER_IDS.tolist(), (5 - dense.sum(axis=1)).tolist(), strict=True))
+    assert {u: c for u, c in per_user.select(Columns.user, "len").iter_rows()} == {u: c for u, c in expected.items() if c}
+    assert (per_user["len"] == per_user["max_rank"]).all()  # ranks 1..k with no gaps, no padding rows
+    assert frame.select(pl.struct(Columns.user, Columns.item).is_unique().all()).item()
+
+
+def test_n_larger_than_all_items_without_catalogue(model: AlsModel) -> None:
+    empty = scipy.sparse.csr_matrix((N_USERS, N_ITEMS), dtype=np.float32)
+    frame, _ = recommend_candidates(model, empty, USER_IDS[:3], n=N_ITEMS + 25)
+    assert frame.height == 3 * N_ITEMS  # no padding rows (implicit pads with item 0, score 0)
+    assert frame.group_by(Columns.user).agg(pl.col(Columns.item).n_unique())[Columns.item].to_list() == [N_ITEMS] * 3
+
+
+def test_unknown_users_fall_back_to_popularity(model: AlsModel, seen: scipy.sparse.csr_matrix) -> None:
+    catalogue = ITEM_IDS[:10]
+    fallback = np.array([ITEM_IDS[40], ITEM_IDS[2], 77, ITEM_IDS[5], ITEM_IDS[2], ITEM_IDS[9], ITEM_IDS[0]])
+    users = np.array([7, USER_IDS[0], 3, 7])  # 3 and 7 unknown to ALS; 7 requested twice
+    frame, stats = recommend_candidates(model, seen, users, n=3, catalogue=catalogue, fallback_items=fallback)
+    assert stats["users"] == 3 and stats["users_unknown_to_als"] == 2
+    popular = frame.filter(pl.col("source") == "popularity")
+    assert sorted(set(popular[Columns.user].to_list())) == [3, 7]
+    for user in (3, 7):
+        rows = popular.filter(pl.col(Columns.user) == user)
+        # outside the catalogue (ITEM_IDS[40], 77) dropped, duplicate kept at first position, cut at n
+        assert rows[Columns.item].to_list() == [ITEM_IDS[2], ITEM_IDS[5], ITEM_IDS[9]]
+        assert rows["als_rank"].to_list() == [1, 2, 3]
+        assert rows["als_score"].is_nan().all()
+    als_rows = frame.filter(pl.col("source") == "als")
+    assert set(als_rows[Columns.user].to_list()) == {USER_IDS[0]}
+    assert not als_rows["als_score"].is_nan().any()
+    assert frame[Columns.user].to_list() == sorted(frame[Columns.user].to_list())
+
+
+def test_unknown_users_without_fallback_get_no_rows(model: AlsModel, seen: scipy.sparse.csr_matrix) -> None:
+    frame, stats = recommend_candidates(model, seen, np.array([1, 2, USER_IDS[4]]), n=5)
+    assert stats["users_unknown_to_als"] == 2
+    assert frame[Columns.user].unique().to_list() == [USER_IDS[4]]
+
+
+def test_deterministic_and_leaves_input_untouched(model: AlsModel, seen: scipy.sparse.csr_matrix) -> None:
+    before = seen.copy()
+    catalogue = ITEM_IDS[::2]
+    first, _ = recommend_candidates(model, seen, USER_IDS, n=7, catalogue=catalogue, num_threads=1)
+    second, _ = recommend_candidates(model, seen, USER_IDS[::-1], n=7, catalogue=catalogue, num_threads=2)
+    assert first.equals(second)
+    assert (seen != before).nnz == 0 and np.array_equal(seen.indices, before.indices)
+    ordered = first.with_columns((-pl.col("als_score")).alias("neg"))
+    assert ordered.equals(ordered.sort([Columns.user, "neg", Columns.item]))  # score desc, ties by item id
+
+
+def test_ties_are_ordered_by_item_id() -> None:
+    model = AlsModel(
+        user_factors=np.ones((1, 2), dtype=np.float32),
+        item_factors=np.ones((5, 2), dtype=np.float32),  # every item scores 2.0
+        user_ids=IdMap.from_values(np.array([1])),
+        item_ids=IdMap.from_values(np.array([50, 10, 40, 20, 30])),
+        loss_per_iteration=[],
+    )
+    frame, _ = recommend_candidates(model, scipy.sparse.csr_matrix((1, 5), dtype=np.float32), np.array([1]), n=5)
+    assert frame[Columns.item].to_list() == [10, 20, 30, 40, 50]
+
+
+def test_rejects_wrong_orientation_and_bad_n(model: AlsModel, seen: scipy.sparse.csr_matrix) -> None:
+    with pytest.raises(ValueError, match="transpose"):
+        recommend_candidates(model, seen.T.tocsr(), USER_IDS, n=5)
+    with pytest.raises(TypeError, match="CSR"):
+        recommend_candidates(model, seen.tocsc(), USER_IDS, n=5)
+    with pytest.raises(ValueError, match="n must be"):
+        recommend_candidates(model, seen, USER_IDS, n=0)
+
+
+def test_candidate_recall_is_micro_averaged_over_distinct_pairs() -> None:
+    candidates = pl.DataFrame(
+        {Columns.user: [1, 1, 1, 2], Columns.item: [10, 11, 12, 10]}, schema={Columns.user: pl.Int32, Columns.item: pl.Int32}
+    )
+    # user 1: 3 of 3 found; user 2: 0 of 1; user 3 (no candidates): 0 of 1; the duplicate counts once
+    positives = pl.DataFrame({Columns.user: [1, 1, 1, 1, 2, 3], Columns.item: [10, 11, 12, 12, 99, 10]})
+    assert candidate_recall(candidates, positives) == pytest.approx(3 / 5)  # a per-user mean would be 1/3
+    assert candidate_recall(candidates, positives.head(1)) == 1.0
+    with pytest.raises(ValueError, match="undefined"):
+        candidate_recall(candidates, positives.head(0))

@@ -1,0 +1,176 @@
+"""Feature tables: no information from on or after the cut, correct ALS ranks, stable row order."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from reco.models.als import AlsModel, IdMap
+from reco.models.features import als_pair_features, build_feature_table, duration_bucket
+from reco.schema import INTERACTION_SCHEMA, Columns
+
+CUT = dt.date(2020, 8, 27)
+N_USERS, N_ITEMS = 12, 15
+
+
+def history_rows(rng: np.random.Generator, n: int, first: dt.date, last: dt.date) -> pl.DataFrame:
+    days = rng.integers(0, (last - first).days + 1, size=n)
+    dates = [first + dt.timedelta(days=int(d)) for d in days]
+    duration = rng.integers(3_000, 90_000, size=n)
+    ratio = rng.lognormal(-0.3, 1.0, size=n)
+    return pl.DataFrame(
+        {
+            Columns.user: rng.integers(0, N_USERS, size=n),
+            Columns.item: rng.integers(0, N_ITEMS, size=n),
+            Columns.play_duration: (duration * ratio).astype(np.int64),
+            Columns.video_duration: duration,
+            Columns.timestamp: [dt.datetime(d.year, d.month, d.day, 12, tzinfo=dt.UTC) for d in dates],
+            Columns.date: dates,
+            Columns.watch_ratio: ratio,
+        }
+    ).cast(dict(INTERACTION_SCHEMA))
+
+
+def side_tables(rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
+    users = pl.DataFrame(
+        {
+            Columns.user: np.arange(N_USERS, dtype=np.int32),
+            Columns.user_active_degree: pl.Series(rng.choice(["full_active", "high_active"], N_USERS)).cast(
+                pl.Enum(["full_active", "high_active"])
+            ),
+            **{c: rng.integers(0, 5, N_USERS) for c in ("is_lowactive_period", "is_live_streamer", "is_video_author")},
+            **{c: rng.integers(0, 500, N_USERS) for c in ("follow_user_num", "fans_user_num", "friend_user_num")},
+            "register_days": rng.integers(10, 2000, N_USERS),
+            **{f"onehot_feat{i}": rng.integers(0, 9, N_USERS) for i in range(18)},
+        }
+    )
+    items = pl.DataFrame(
+        {
+            Columns.item: np.arange(N_ITEMS, dtype=np.int32),
+            Columns.tags: [[int(t) for t in rng.choice(31, size=rng.integers(1, 4), replace=False)] for _ in range(N_ITEMS)],
+            Columns.video_duration: rng.integers(3_000, 90_000, N_ITEMS).astype(np.int32),
+        }
+    ).with_columns(pl.col(Columns.tags).cast(pl.List(pl.Int8)), pl.col(Columns.tags).list.len().cast(pl.Int8).alias("n_tags"))
+    return users, items
+
+
+def daily(rng: np.random.Generator, first: dt.date, last: dt.date) -> pl.DataFrame:
+    days = [first + dt.timedelta(days=d) for d in range((last - first).days + 1)]
+    rows = len(days) * N_ITEMS
+    shows = rng.integers(100, 1000, rows)
+    plays = (shows * rng.uniform(0.2, 0.9, rows)).astype(np.int64)
+    return pl.DataFrame(
+        {
+            Columns.item: np.repeat(np.arange(N_ITEMS, dtype=np.int32), len(days)),
+            Columns.date: days * N_ITEMS,
+            "show_cnt": shows,
+            "play_cnt": plays,
+            "complete_play_cnt": (plays * rng.uniform(0.1, 0.8, rows)).astype(np.int64),
+            "like_cnt": (plays * rng.uniform(0.0, 0.1, rows)).astype(np.int64),
+            "play_progress": rng.uniform(0.1, 1.0, rows).astype(np.float32),
+        }
+    )
+
+
+def model(rng: np.random.Generator) -> AlsModel:
+    return AlsModel(
+        user_factors=rng.normal(size=(N_USERS, 4)).astype(np.float32),
+        item_factors=rng.normal(size=(N_ITEMS - 2, 4)).astype(np.float32),  # the last 2 items are unknown
+        user_ids=IdMap.from_values(np.arange(N_USERS, dtype=np.int32)),
+        item_ids=IdMap.from_values(np.arange(N_ITEMS - 2, dtype=np.int32)),
+        loss_per_iteration=[],
+    )
+
+
+@pytest.fixture
+def world() -> dict:
+    rng = np.random.default_rng(3)
+    users, items = side_tables(rng)
+    pairs = (
+        pl.DataFrame({Columns.user: rng.integers(0, N_USERS, 60), Columns.item: rng.integers(0, N_ITEMS, 60)})
+        .cast(pl.Int32)
+        .unique(maintain_order=True)
+        .with_columns(pl.lit(True).alias(Columns.label))
+    )
+    return {
+        "history": history_rows(rng, 400, dt.date(2020, 7, 5), CUT - dt.timedelta(days=1)),
+        "future": history_rows(rng, 400, CUT, dt.date(2020, 9, 5)),
+        "users": users,
+        "items": items,
+        "daily": daily(rng, dt.date(2020, 7, 5), CUT - dt.timedelta(days=1)),
+        "daily_future": daily(rng, CUT, dt.date(2020, 9, 5)),
+        "pairs": pairs,
+        "model": model(rng),
+    }
+
+
+def build(world: dict, history: pl.DataFrame, item_daily: pl.DataFrame) -> pl.DataFrame:
+    return build_feature_table(
+        world["pairs"],
+        history=history,
+        users=world["users"],
+        items=world["items"],
+        item_daily=item_daily,
+        als_model=world["model"],
+        catalogue=world["model"].item_ids.ids,
+        cut_date=CUT,
+        threshold=2.0,
+        smoothing=5.0,
+        daily_window_days=7,
+        label_columns=[Columns.label],
+    ).frame
+
+
+def test_rows_on_or_after_the_cut_change_nothing(world: dict) -> None:
+    without_future = build(world, world["history"], world["daily"])
+    with_future = build(
+        world,
+        pl.concat([world["history"], world["future"]]),
+        pl.concat([world["daily"], world["daily_future"]], how="diagonal_relaxed"),
+    )
+    # Equal up to float summation order (polars may chunk the filtered frame differently).
+    assert_frame_equal(without_future, with_future, check_exact=False, rel_tol=1e-5)
+
+
+def test_rows_before_the_cut_do_change_features(world: dict) -> None:
+    # The control for the test above: the same shift applied *before* the cut must matter.
+    earlier = world["future"].with_columns(
+        (pl.col(Columns.date) - dt.timedelta(days=40)), (pl.col(Columns.timestamp) - dt.timedelta(days=40))
+    )
+    baseline = build(world, world["history"], world["daily"])
+    shifted = build(world, pl.concat([world["history"], earlier]), world["daily"])
+    with pytest.raises(AssertionError):
+        assert_frame_equal(baseline, shifted, check_exact=False, rel_tol=1e-5)
+
+
+def test_row_order_and_labels_are_kept(world: dict) -> None:
+    frame = build(world, world["history"], world["daily"])
+    assert frame.select(Columns.user, Columns.item).equals(world["pairs"].select(Columns.user, Columns.item))
+    assert frame[Columns.label].all()
+    assert frame.height == world["pairs"].height
+
+
+def test_als_rank_percentile_matches_brute_force(world: dict) -> None:
+    als = world["model"]
+    pairs = world["pairs"].select(Columns.user, Columns.item)
+    result = als_pair_features(als, pairs, als.item_ids.ids, chunk_users=5)
+    scores = als.user_factors @ als.item_factors.T
+    for (user, item), rank, score in zip(pairs.iter_rows(), result["als_rank_pct"], result["als_score"], strict=True):
+        if item >= N_ITEMS - 2:  # unknown to ALS
+            assert rank is None and score is None
+            continue
+        row = scores[user]
+        expected = (1 + np.sum(row > row[item])) / len(row)
+        assert rank == pytest.approx(expected)
+        assert score == pytest.approx(float(row[item]), rel=1e-5)
+
+
+def test_duration_buckets_are_fixed_and_ordered() -> None:
+    frame = pl.DataFrame({"ms": [1_000, 5_000, 9_000, 59_999, 500_000, None]})
+    buckets = frame.select(duration_bucket(pl.col("ms")).alias("bucket"))["bucket"]
+    # edges 5s, 8s, 12s, 20s, 35s, 60s, 120s: 1s -> 0, 5s -> 1, 9s -> 2, 59.999s -> 5, 500s -> 7
+    assert buckets.to_list() == [0, 1, 2, 5, 7, None]
