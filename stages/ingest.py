@@ -20,6 +20,7 @@ def main() -> None:
             from reco.data.simulator import simulate
 
             stats = simulate(tmp, profile=data.profile, seed=data.seed, scale=data.scale)
+            stats.pop("seconds", None)  # wall time is not data: it would make the output non-reproducible
             manifest = {"source": "simulate", "profile": data.profile, "seed": data.seed, "scale": data.scale, "stats": stats}
         else:
             from reco.data.download import ingest_kuairec

@@ -82,8 +82,10 @@ def _history_with_marks(history: pl.DataFrame, threshold: float) -> pl.LazyFrame
         Columns.user,
         Columns.item,
         Columns.play_duration,
-        (pl.col(Columns.watch_ratio) > threshold).cast(pl.Float32).alias("_pos"),
-        (pl.col(Columns.watch_ratio) + _LOG_EPS).log().cast(pl.Float32).alias("_log_wr"),
+        # Float64 for every aggregate: polars' parallel group-by may sum in a different order run to
+        # run; in float64 that moves only bits that the final float32 cast drops (byte-identical output).
+        (pl.col(Columns.watch_ratio) > threshold).cast(pl.Float64).alias("_pos"),
+        (pl.col(Columns.watch_ratio).cast(pl.Float64) + _LOG_EPS).log().alias("_log_wr"),
     )
 
 
@@ -143,7 +145,7 @@ def item_daily_window_features(item_daily: pl.DataFrame, cut_date: dt.date, wind
         .cast(pl.Float32)
         .alias("d_complete_rate"),
         (pl.col("like_cnt").sum() / pl.col("play_cnt").sum().clip(lower_bound=1)).cast(pl.Float32).alias("d_like_rate"),
-        pl.col("play_progress").mean().cast(pl.Float32).alias("d_play_progress"),
+        pl.col("play_progress").cast(pl.Float64).mean().cast(pl.Float32).alias("d_play_progress"),
     )
     last_day = (
         window.filter(pl.col("play_cnt") > 0)

@@ -1,0 +1,1 @@
+"""Raw KuaiRec data: the offline simulator and the loaders that read its files."""

@@ -1,0 +1,290 @@
+"""Tests of the KuaiRec simulator on the ``tiny`` profile (each run takes well under a second)."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from reco.data import simulator as sim
+from reco.errors import ParamsError
+from reco.schema import SOCIAL_NETWORK_COLUMNS, Columns, RawFiles
+
+TINY = sim.PROFILES["tiny"]
+SEED = 7
+UTC8 = dt.timezone(dt.timedelta(hours=8))
+WINDOW_DATES = (
+    [20200705 + d for d in range(8)] + [20200801 + d for d in range(10)] + [20200827 + d for d in range(5)]
+    + [20200901 + d for d in range(5)]
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("tiny")
+    return out, sim.simulate(out, profile="tiny", seed=SEED)
+
+
+def _read(path: Path) -> pl.DataFrame:
+    return pl.read_csv(path, infer_schema_length=None)
+
+
+def _header(path: Path) -> list[str]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:  # the real daily sample has a BOM
+        return next(csv.reader(handle))
+
+
+def test_writes_exactly_the_kuairec_files(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = tiny
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([*RawFiles.required, RawFiles.ground_truth])
+
+
+def test_headers_equal_the_real_files(tiny: tuple[Path, dict[str, Any]], kuairec_real_dir: Path) -> None:
+    out, _ = tiny
+    real_interactions = _header(kuairec_real_dir / "samples" / "big_matrix_1000.csv")
+    expected = {
+        RawFiles.big_matrix: real_interactions,
+        RawFiles.small_matrix: real_interactions,
+        RawFiles.user_features: _header(kuairec_real_dir / RawFiles.user_features),
+        RawFiles.item_categories: _header(kuairec_real_dir / RawFiles.item_categories),
+        RawFiles.item_daily_features: _header(
+            kuairec_real_dir / "samples" / "damaged" / "item_daily_features_sample.csv"
+        ),
+        RawFiles.social_network: list(SOCIAL_NETWORK_COLUMNS),  # no real copy exists offline
+    }
+    for name, header in expected.items():
+        raw = (out / name).read_bytes()
+        assert not raw.startswith(b"\xef\xbb\xbf"), f"{name} must not start with a BOM"
+        assert b"\r" not in raw[:4096], f"{name} must use LF line endings"
+        assert _header(out / name) == header, name
+
+
+def test_interaction_text_formats(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = tiny
+    big_lines = (out / RawFiles.big_matrix).read_text().splitlines()[1:200]
+    small_lines = [l for l in (out / RawFiles.small_matrix).read_text().splitlines()[1:] if ",," not in l][:200]
+    for line in big_lines:
+        user, item, play, dur, time_s, date_s, ts_s, ratio_s = line.split(",")
+        assert date_s.isdigit() and len(date_s) == 8
+        _check_time_fields(time_s, date_s, ts_s)
+        assert float(ratio_s) == int(play) / int(dur)
+    for line in small_lines:
+        user, item, play, dur, time_s, date_s, ts_s, ratio_s = line.split(",")
+        assert date_s.endswith(".0") and len(date_s) == 10  # small_matrix dates are floats
+        _check_time_fields(time_s, date_s[:8], ts_s)
+        assert float(ratio_s) == int(play) / int(dur)
+
+
+def _check_time_fields(time_s: str, date_s: str, ts_s: str) -> None:
+    local = dt.datetime.strptime(time_s, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC8)
+    assert len(time_s) == 23  # milliseconds, as in the real files
+    seconds, _, millis = ts_s.partition(".")
+    assert len(millis) <= 3
+    epoch_ms = int(seconds) * 1000 + int(millis.ljust(3, "0"))
+    assert round(local.timestamp() * 1000) == epoch_ms
+    assert local.strftime("%Y%m%d") == date_s
+    assert int(date_s) in WINDOW_DATES
+
+
+def test_watch_ratio_is_play_over_duration_everywhere(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = tiny
+    for name in (RawFiles.big_matrix, RawFiles.small_matrix):
+        frame = _read(out / name)
+        ratio = frame[Columns.play_duration].to_numpy() / frame[Columns.video_duration].to_numpy()
+        assert np.array_equal(frame[Columns.watch_ratio].to_numpy(), ratio)
+        assert frame[Columns.video_duration].min() >= 1000
+        # one duration per video
+        assert frame.group_by(Columns.item).agg(pl.col(Columns.video_duration).n_unique())[:, 1].max() == 1
+
+
+def test_big_matrix_rows_duplicates_and_windows(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, stats = tiny
+    big = _read(out / RawFiles.big_matrix)
+    assert big.height == TINY.n_big_rows
+    n_dup = big.height - big.unique().height
+    assert n_dup == round(TINY.n_big_rows * TINY.duplicate_share) == stats["big_matrix"]["exact_duplicates"]
+    assert big[Columns.user].n_unique() == TINY.n_users
+    assert set(big[Columns.date].unique().to_list()) <= set(WINDOW_DATES)
+    # sorted by user, then time
+    keys = big.select(Columns.user, Columns.timestamp)
+    assert keys.equals(keys.sort(Columns.user, Columns.timestamp, maintain_order=True))
+    # a daily rhythm: the quietest hours get far fewer views than the busiest ones
+    hours = big[Columns.time].str.slice(11, 2).cast(pl.Int32).value_counts()
+    assert hours["count"].max() > 3 * hours["count"].min()
+
+
+def test_small_matrix_density_and_null_times(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, stats = tiny
+    small = _read(out / RawFiles.small_matrix)
+    cells = TINY.n_small_users * TINY.n_small_items
+    assert small.height == cells - round(cells * TINY.small_missing_share)
+    assert small.height / cells == pytest.approx(1 - TINY.small_missing_share, abs=1e-3)
+    assert small.select(Columns.user, Columns.item).is_unique().all()
+    nulls = small.select(pl.col(Columns.time, Columns.date, Columns.timestamp).is_null())
+    assert (nulls[Columns.time] == nulls[Columns.date]).all()
+    assert (nulls[Columns.time] == nulls[Columns.timestamp]).all()
+    n_null = int(nulls[Columns.time].sum())
+    assert n_null == round(small.height * TINY.small_null_time_share) == stats["small_matrix"]["null_timestamps"]
+    assert small[Columns.date].dtype == pl.Float64
+
+
+def test_ground_truth_covers_the_small_grid(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = tiny
+    truth = pl.read_parquet(out / RawFiles.ground_truth)
+    small = _read(out / RawFiles.small_matrix)
+    assert truth.schema == pl.Schema(
+        {Columns.user: pl.Int32, Columns.item: pl.Int32, Columns.expected_watch_ratio: pl.Float32}
+    )
+    users = set(small[Columns.user].unique().to_list())
+    items = set(small[Columns.item].unique().to_list())
+    assert len(users) == TINY.n_small_users and len(items) == TINY.n_small_items
+    assert truth.height == len(users) * len(items)
+    assert truth.select(Columns.user, Columns.item).is_unique().all()
+    assert set(truth[Columns.user].to_list()) == users and set(truth[Columns.item].to_list()) == items
+    assert truth[Columns.expected_watch_ratio].min() > 0
+    # the truth predicts the observed outcomes (it is the model behind them)
+    joined = small.join(truth, on=[Columns.user, Columns.item])
+    corr = np.corrcoef(joined[Columns.watch_ratio].to_numpy(), joined[Columns.expected_watch_ratio].to_numpy())[0, 1]
+    assert corr > 0.3
+
+
+def test_small_users_also_have_big_history(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = tiny
+    big = _read(out / RawFiles.big_matrix).select(Columns.user, Columns.item).unique()
+    small = _read(out / RawFiles.small_matrix)
+    small_items = small[Columns.item].unique()
+    hist = big.filter(pl.col(Columns.user).is_in(small[Columns.user].unique().implode()))
+    per_user = hist.group_by(Columns.user).agg(
+        (~pl.col(Columns.item).is_in(small_items.implode())).sum().alias("other"),
+        pl.col(Columns.item).is_in(small_items.implode()).sum().alias("overlap"),
+    )
+    assert per_user.height == TINY.n_small_users
+    assert per_user["other"].min() > 0
+    assert per_user["overlap"].sum() > 0  # pairs in both matrices exist (the split removes them)
+
+
+def test_expected_watch_ratio_matches_monte_carlo() -> None:
+    # Independent reference: average many sampled views of the same (eta, duration).
+    rng = np.random.default_rng(0)
+    eta = np.array([np.log(7.5), np.log(7.5), np.log(3.0), np.log(20.0)])
+    duration_s = np.array([3.0, 60.0, 9.0, 9.0])
+    n = 200_000
+    for e, d in zip(eta, duration_s, strict=True):
+        draws = sim._sample_play_ms(np.full(n, e), np.full(n, int(d * 1000)), rng) / (d * 1000)
+        expected = sim.expected_watch_ratio(np.array([e]), np.array([d]))[0]
+        assert draws.mean() == pytest.approx(expected, rel=0.02)
+
+
+def test_duration_effect(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = tiny
+    big = _read(out / RawFiles.big_matrix)
+    lo, hi = np.quantile(big[Columns.video_duration].to_numpy(), [0.2, 0.8])
+    positive = pl.col(Columns.watch_ratio) > 2
+    short_rate = big.filter(pl.col(Columns.video_duration) <= lo).select(positive.mean()).item()
+    long_rate = big.filter(pl.col(Columns.video_duration) > hi).select(positive.mean()).item()
+    assert short_rate > 3 * long_rate
+    # seconds watched vary far less with length than the watch ratio does
+    med = big.group_by(pl.col(Columns.video_duration) > hi).agg(
+        pl.col(Columns.play_duration).median().alias("play"), pl.col(Columns.watch_ratio).median().alias("ratio")
+    )
+    play = dict(zip(med[:, 0], med["play"], strict=True))
+    ratio = dict(zip(med[:, 0], med["ratio"], strict=True))
+    assert ratio[False] / ratio[True] > play[False] / play[True]
+
+
+def test_labels_are_not_a_function_of_popularity(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = tiny
+    truth = pl.read_parquet(out / RawFiles.ground_truth)
+    y = np.log(truth[Columns.expected_watch_ratio].to_numpy().astype(np.float64))
+    frame = truth.with_columns(y=pl.Series(y))
+    additive = frame.with_columns(
+        fit=pl.col("y").mean().over(Columns.user) + pl.col("y").mean().over(Columns.item) - pl.col("y").mean()
+    )
+    resid = (additive["y"] - additive["fit"]).to_numpy()
+    # A real share of the variance is user x item interaction (taste, tags) beyond user and item means.
+    assert resid.var() / y.var() > 0.1
+
+
+def test_side_files(tiny: tuple[Path, dict[str, Any]], kuairec_real_dir: Path) -> None:
+    out, _ = tiny
+    cats = _read(out / RawFiles.item_categories)
+    assert cats[Columns.item].to_list() == list(range(TINY.n_items))
+    for feat in cats[Columns.feat].to_list():
+        tags = ast.literal_eval(feat)
+        assert feat == str(tags) and 1 <= len(tags) <= 4 and len(set(tags)) == len(tags)
+        assert all(0 <= t <= 30 for t in tags)
+
+    users = _read(out / RawFiles.user_features)
+    real = _read(kuairec_real_dir / RawFiles.user_features)
+    assert users[Columns.user].to_list() == list(range(TINY.n_users))
+    categorical = [
+        "user_active_degree", "follow_user_num_range", "fans_user_num_range", "friend_user_num_range",
+        "register_days_range", "is_video_author", "onehot_feat1", "onehot_feat4", "onehot_feat12",
+    ]  # fmt: skip
+    for column in categorical:
+        assert set(users[column].drop_nulls().to_list()) <= set(real[column].drop_nulls().to_list()), column
+    assert users["user_active_degree"].mode().to_list() == ["full_active"]
+    for column in users.columns:
+        assert users[column].dtype == real[column].dtype, column
+
+    social = _read(out / RawFiles.social_network)
+    assert social[Columns.user].is_unique().all()
+    friends = {u: ast.literal_eval(f) for u, f in social.iter_rows()}
+    for user, lst in friends.items():
+        assert lst and user not in lst and all(user in friends[f] for f in lst)  # symmetric
+
+
+def test_item_daily_one_row_per_video_and_day(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, stats = tiny
+    daily = _read(out / RawFiles.item_daily_features)
+    assert daily.height == stats["item_daily_rows"]
+    assert daily.select(Columns.item, Columns.date).is_unique().all()
+    assert daily[Columns.item].n_unique() == TINY.n_items
+    dates = daily[Columns.date].cast(pl.String).str.to_date("%Y%m%d")
+    upload = daily["upload_dt"].str.to_date("%Y-%m-%d")
+    start = pl.select(pl.max_horizontal(upload, pl.lit(dt.date(2020, 7, 5)))).to_series()
+    per_video = pl.DataFrame({"v": daily[Columns.item], "d": dates, "s": start}).group_by("v").agg(
+        pl.len().alias("n"), pl.col("d").min().alias("first"), pl.col("d").max().alias("last"), pl.col("s").first()
+    )
+    assert (per_video["first"] == per_video["s"]).all()
+    assert (per_video["last"] == dt.date(2020, 9, 5)).all()
+    assert (per_video["n"] == (per_video["last"] - per_video["first"]).dt.total_days() + 1).all()
+    # counters are consistent with one another
+    assert (daily["play_user_num"] <= daily["play_cnt"]).all()
+    assert (daily["complete_play_cnt"] <= daily["play_cnt"]).all()
+    assert daily["play_progress"].is_between(0, 1).all()
+    assert daily.filter(pl.col(Columns.date) < 20200728)["collect_cnt"].null_count() > 0
+
+
+def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path, tiny: tuple[Path, dict[str, Any]]) -> None:
+    first, _ = tiny
+    again, other = tmp_path / "again", tmp_path / "other"
+    again.mkdir()
+    other.mkdir()
+    sim.simulate(again, profile="tiny", seed=SEED)
+    sim.simulate(other, profile="tiny", seed=SEED + 1)
+    for name in (*RawFiles.required, RawFiles.ground_truth):
+        assert (first / name).read_bytes() == (again / name).read_bytes(), name
+    assert (first / RawFiles.big_matrix).read_bytes() != (other / RawFiles.big_matrix).read_bytes()
+
+
+def test_scale_changes_only_the_logs(tmp_path: Path, tiny: tuple[Path, dict[str, Any]]) -> None:
+    first, _ = tiny
+    stats = sim.simulate(tmp_path, profile="tiny", seed=SEED, scale=0.5)
+    assert stats["big_matrix"]["rows"] == round(TINY.n_big_rows * 0.5)
+    for name in (RawFiles.user_features, RawFiles.item_categories, RawFiles.small_matrix, RawFiles.ground_truth):
+        assert (first / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [({"profile": "huge"}, "data.profile"), ({"scale": 0.0}, "data.scale")])
+def test_bad_parameters_are_rejected(tmp_path: Path, kwargs: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ParamsError, match=needle):
+        sim.simulate(tmp_path, **{"profile": "tiny", **kwargs})
+    assert not any(tmp_path.iterdir())
