@@ -8,7 +8,7 @@ Examples
 --------
 >>> als = parse_section("als", {"factors": 32})
 >>> als.factors, als.confidence
-(32, 'log1p_watch_ratio')
+(32, 'signed')
 """
 
 from __future__ import annotations
@@ -91,11 +91,12 @@ class LabelParams:
 class AlsParams:
     """implicit ALS (stage ``train_als``)."""
 
-    factors: int = 64
-    regularization: float = 0.05
-    alpha: float = 2.0  # confidence = 1 + alpha * value
+    factors: int = 32
+    regularization: float = 100.0
+    alpha: float = 1.0  # confidence of a positive view = 1 + alpha * value
+    negative_weight: float = 10.0  # `signed` only: confidence of a shown-but-not-positive view
     iterations: int = 15
-    confidence: Literal["binary", "watch_ratio", "log1p_watch_ratio"] = "log1p_watch_ratio"
+    confidence: Literal["binary", "watch_ratio", "log1p_watch_ratio", "signed"] = "signed"
     random_state: int = 42
     num_threads: int = 2
     use_gpu: bool = False
@@ -107,6 +108,8 @@ class AlsParams:
             _fail("als", "regularization", self.regularization, "a number >= 0")
         if self.alpha < 0:
             _fail("als", "alpha", self.alpha, "a number >= 0")
+        if self.negative_weight < 0:
+            _fail("als", "negative_weight", self.negative_weight, "a number >= 0")
         if not 1 <= self.iterations <= 500:
             _fail("als", "iterations", self.iterations, "an integer in [1, 500]")
         if self.num_threads < 1:

@@ -13,6 +13,12 @@ Confidence of an observed (user, item) pair is ``1 + alpha * v`` where ``v`` dep
     ``v = min(watch_ratio, 10)``.
 ``log1p_watch_ratio``
     ``v = log1p(watch_ratio)``.
+``signed``
+    Positive views (``watch_ratio > threshold``) get ``1 + alpha``; every other logged view is
+    *negative feedback* with confidence ``negative_weight`` (stored as ``-(1 + negative_weight)``,
+    implicit's convention: a negative entry means preference 0 with that confidence). In a logged
+    feed, a shown-but-skipped video says more than an unshown one, and without it ALS learns the
+    feed's exposure instead of the user's taste.
 
 Repeated views of a pair are aggregated first (max watch ratio); pairs with ``v == 0`` are
 dropped (they carry no preference). The matrix already holds the confidence, so implicit is run
@@ -56,7 +62,7 @@ from reco.io import atomic_dir, read_npy, write_json, write_npy  # noqa: E402
 from reco.params import AlsParams, as_dict  # noqa: E402
 from reco.schema import Columns  # noqa: E402
 
-CONFIDENCE_KINDS: Final[tuple[str, ...]] = ("binary", "watch_ratio", "log1p_watch_ratio")
+CONFIDENCE_KINDS: Final[tuple[str, ...]] = ("binary", "watch_ratio", "log1p_watch_ratio", "signed")
 WATCH_RATIO_CAP: Final = 10.0  # cap of ``v`` for the ``watch_ratio`` confidence
 
 USER_FACTORS_FILE: Final = "user_factors.npy"
@@ -212,8 +218,10 @@ def _check_interactions(interactions: pl.DataFrame) -> None:
         )
 
 
-def _confidence_pairs(interactions: pl.DataFrame, confidence: str, threshold: float, alpha: float) -> pl.DataFrame:
-    """Aggregated (user, item, confidence) pairs kept in the matrix (``v > 0``), unordered."""
+def _confidence_pairs(
+    interactions: pl.DataFrame, confidence: str, threshold: float, alpha: float, negative_weight: float = 0.0
+) -> pl.DataFrame:
+    """Aggregated (user, item, confidence) pairs kept in the matrix (``v != 0``), unordered."""
     if confidence not in CONFIDENCE_KINDS:
         raise ParamsError(f"params.yaml: als.confidence = {confidence!r} is invalid; expected one of {CONFIDENCE_KINDS}")
     if not np.isfinite(alpha) or alpha < 0:
@@ -222,6 +230,8 @@ def _confidence_pairs(interactions: pl.DataFrame, confidence: str, threshold: fl
     ratio = pl.col(Columns.watch_ratio).cast(pl.Float64)
     if confidence == "binary":
         value = pl.when(ratio > threshold).then(pl.lit(1.0)).otherwise(pl.lit(0.0))
+    elif confidence == "signed":
+        value = pl.when(ratio > threshold).then(pl.lit(1.0)).otherwise(pl.lit(-1.0))
     elif confidence == "watch_ratio":
         value = pl.min_horizontal(ratio, pl.lit(WATCH_RATIO_CAP))
     else:
@@ -231,11 +241,15 @@ def _confidence_pairs(interactions: pl.DataFrame, confidence: str, threshold: fl
         .group_by(Columns.user, Columns.item)
         .agg(pl.col(Columns.watch_ratio).cast(pl.Float64).max())
         .with_columns(value.alias("v"))
-        .filter(pl.col("v") > 0)
+        .filter(pl.col("v") != 0)
         .select(
             pl.col(Columns.user),
             pl.col(Columns.item),
-            (1.0 + alpha * pl.col("v")).cast(pl.Float32).alias(Columns.score),
+            pl.when(pl.col("v") > 0)
+            .then(1.0 + alpha * pl.col("v"))
+            .otherwise(-(1.0 + negative_weight))
+            .cast(pl.Float32)
+            .alias(Columns.score),
         )
         .collect()
     )
@@ -261,6 +275,7 @@ def build_confidence_matrix(
     confidence: str,
     threshold: float,
     alpha: float,
+    negative_weight: float = 0.0,
 ) -> scipy.sparse.csr_matrix:
     """Users x items float32 CSR of confidences ``1 + alpha * v`` (see the module docstring).
 
@@ -272,12 +287,14 @@ def build_confidence_matrix(
     user_ids, item_ids
         Row and column maps. Pairs whose user or item is not in the maps are dropped.
     confidence
-        ``"binary"``, ``"watch_ratio"`` or ``"log1p_watch_ratio"``.
+        ``"binary"``, ``"watch_ratio"``, ``"log1p_watch_ratio"`` or ``"signed"``.
     threshold
         Only used by ``binary``: pairs with ``watch_ratio > threshold`` are kept (``-inf``
         keeps every observed pair, e.g. to build a "seen" matrix with ``alpha=0``).
     alpha
         Confidence slope, >= 0.
+    negative_weight
+        Only used by ``signed``: confidence of a logged non-positive view (stored negated).
 
     Returns
     -------
@@ -292,7 +309,7 @@ def build_confidence_matrix(
     array([[5., 0.],
            [0., 0.]], dtype=float32)
     """
-    pairs = _confidence_pairs(interactions, confidence, threshold, alpha)
+    pairs = _confidence_pairs(interactions, confidence, threshold, alpha, negative_weight)
     return _pairs_to_csr(pairs, user_ids, item_ids)
 
 
@@ -323,7 +340,7 @@ def fit_als(interactions: pl.DataFrame, params: AlsParams, threshold: float) -> 
     """
     if params.use_gpu:
         _require_cuda()
-    pairs = _confidence_pairs(interactions, params.confidence, threshold, params.alpha)
+    pairs = _confidence_pairs(interactions, params.confidence, threshold, params.alpha, params.negative_weight)
     if pairs.height == 0:
         raise InputDataError(
             "interactions",

@@ -295,3 +295,16 @@ def test_item_scores_dense_matrix() -> None:
     assert np.isnan(scores[1]).all() and np.isnan(scores[:, 0]).all()
     full = item_scores(model, model.user_ids.ids, model.item_ids.ids)
     np.testing.assert_array_equal(full, model.user_factors @ model.item_factors.T)
+
+
+def test_signed_confidence_marks_non_positive_views_as_negative_feedback() -> None:
+    from reco.models.als import IdMap, build_confidence_matrix
+
+    frame = pl.DataFrame(
+        {"user_id": [1, 1, 2], "video_id": [10, 20, 10], "watch_ratio": [2.5, 0.4, 1.0]},
+        schema={"user_id": pl.Int32, "video_id": pl.Int32, "watch_ratio": pl.Float32},
+    )
+    users, items = IdMap.from_values(np.array([1, 2])), IdMap.from_values(np.array([10, 20]))
+    matrix = build_confidence_matrix(frame, users, items, "signed", threshold=2.0, alpha=1.0, negative_weight=4.0)
+    # positive: 1 + alpha = 2; shown but not positive: -(1 + negative_weight) = -5 (implicit's negative feedback)
+    np.testing.assert_array_equal(matrix.toarray(), np.array([[2.0, -5.0], [-5.0, 0.0]], dtype=np.float32))
