@@ -29,3 +29,7 @@ class ParamsError(PipelineError):
 
 class DownloadError(PipelineError):
     """The KuaiRec archive could not be downloaded, verified or extracted."""
+
+
+class UsageError(PipelineError):
+    """A stage script was called with the wrong command-line arguments."""

@@ -2,6 +2,12 @@
 
 A stage killed mid-write therefore never leaves a file that a later stage could mistake for a
 finished one; ``dvc repro`` simply reruns the stage.
+
+Temporaries are hidden siblings named ``.<name>.<pid>.<random>.tmp`` (a replaced folder is parked
+as ``.<name>.<pid>.<random>.old.tmp`` for the instant of the swap). A process killed with SIGKILL
+cannot clean up after itself, so the next write to the same path removes the temporaries whose
+process id is no longer running (:func:`sweep_stale_temporaries`); those of a live process are
+left alone.
 """
 
 from __future__ import annotations
@@ -18,13 +24,68 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+_TMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
+
+
+def _pid_is_running(pid: int) -> bool:
+    """True if ``pid`` names a live (or zombie) process; permission errors count as alive."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def sweep_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporaries of ``path`` left by writers that no longer run (e.g. killed by SIGKILL).
+
+    Parameters
+    ----------
+    path
+        The output whose hidden siblings ``.<name>.<pid>.*.tmp`` are checked.
+
+    Returns
+    -------
+    list[Path]
+        The temporaries removed.
+
+    Examples
+    --------
+    >>> sweep_stale_temporaries("data/prepared")  # doctest: +SKIP
+    [PosixPath('data/.prepared.4242.k2j1x9_a.tmp')]
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    prefix = f".{target.name}."
+    for leftover in target.parent.glob(f"{prefix}*{_TMP_SUFFIX}"):
+        pid = leftover.name[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or _pid_is_running(int(pid)):
+            continue  # not ours, or a writer that is still running
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    sweep_stale_temporaries(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=_TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -38,16 +99,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path``; swap it in for ``path`` on success."""
+    """Yield an empty temporary folder beside ``path``; swap it in for ``path`` on success.
+
+    The swap is two renames (old folder aside, new folder in); a kill between them leaves
+    ``path`` absent, never half written, and the parked old folder is swept by the next write.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    sweep_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=_TMP_SUFFIX, dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            old = tmp.with_name(tmp.name.removesuffix(_TMP_SUFFIX) + ".old" + _TMP_SUFFIX)
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

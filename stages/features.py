@@ -6,11 +6,11 @@ Usage: ``python -m stages.features PAIRS HISTORY ALS_DIR OUT_DIR``. Features see
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from reco.cli import run_stage
+from reco.cli import run_stage, stage_args
 
+USAGE = "python -m stages.features PAIRS HISTORY ALS_DIR OUT_DIR"
 PREPARED_DIR = Path("data/prepared")
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     from reco.params import load_section
     from reco.schema import Columns, PreparedFiles
 
-    pairs_path, history_path, als_dir, out_dir = (Path(arg) for arg in sys.argv[1:5])
+    pairs_path, history_path, als_dir, out_dir = stage_args(USAGE, ["PAIRS", "HISTORY", "ALS_DIR", "OUT_DIR"])
     features, label = load_section("features"), load_section("label")
     pairs = pl.read_parquet(pairs_path)
     history = pl.read_parquet(history_path)

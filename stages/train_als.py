@@ -5,10 +5,9 @@ Usage: ``python -m stages.train_als INTERACTIONS OUT_DIR``.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from reco.cli import run_stage, stage_args
 
-from reco.cli import run_stage
+USAGE = "python -m stages.train_als INTERACTIONS OUT_DIR"
 
 
 def main() -> None:
@@ -18,7 +17,7 @@ def main() -> None:
     from reco.params import load_section
     from reco.schema import Columns
 
-    interactions_path, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    interactions_path, out_dir = stage_args(USAGE, ["INTERACTIONS", "OUT_DIR"])
     als, label = load_section("als"), load_section("label")
     interactions = pl.read_parquet(interactions_path, columns=[Columns.user, Columns.item, Columns.watch_ratio])
     model, _ = fit_als(interactions, als, threshold=label.threshold)

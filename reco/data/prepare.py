@@ -10,8 +10,10 @@ Decisions
 Parsing
     A UTF-8 byte-order mark before the header is stripped and CRLF line endings are accepted.
     Side files are read as ``utf8-lossy`` (``item_daily_features.video_tag_name`` has mojibake in
-    some copies) and every line must have as many fields as the header: a row that lost a comma
-    would otherwise be padded with a null and have its columns silently shifted.
+    some copies) and stray CR characters inside their text values are removed. In every file
+    (interactions included) every line must have as many fields as the header: a row that lost a
+    comma would otherwise be padded with a null and have its columns silently shifted, and the
+    surplus of a row with an extra comma would be dropped unseen.
 Interactions (``big_matrix``, ``small_matrix``)
     Typed as :data:`reco.schema.INTERACTION_SCHEMA`. ``timestamp`` (epoch seconds, with
     milliseconds) becomes ``Datetime("ms", "UTC")``; ``date`` (``yyyymmdd``, a float such as
@@ -206,24 +208,31 @@ def _format_examples(frame: pl.DataFrame, column: str) -> str:
 def _check_field_counts(path: Path, n_fields: int) -> None:
     """Refuse lines whose number of fields differs from the header's.
 
-    polars pads a short row with nulls, which would silently shift a row that lost a comma.
-    Quoted fields (which may contain commas) are removed before counting separators.
+    polars pads a short row with nulls and, when only some columns are selected, silently drops
+    the surplus of a long one, which would shift or lose values of a row that lost or gained a
+    comma. Quoted fields (which may contain commas) are removed before counting separators; the
+    regex only runs on lines that contain a quote, and the scan streams, so this costs about one
+    extra read of the file (a few seconds for the 1.1 GB big_matrix).
     """
-    lines = pl.read_csv(
-        path,
-        has_header=False,
-        separator="\x1f",
-        quote_char=None,
-        schema={"text": pl.String},
-        truncate_ragged_lines=True,
-        encoding="utf8-lossy",
-    ).with_row_index("_line", offset=1)
-    counted = lines.filter(pl.col("text").str.strip_chars().str.len_bytes() > 0).with_columns(
-        (pl.col("text").str.replace_all(r'"(?:[^"]|"")*"', "").str.count_matches(",", literal=True) + 1).alias(
-            "_fields"
+    text = pl.col("text")
+    has_quote = text.str.contains('"', literal=True)
+    unquoted = pl.when(has_quote).then(text.str.replace_all(r'"(?:[^"]|"")*"', "")).otherwise(text)
+    bad = (
+        pl.scan_csv(
+            path,
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            schema={"text": pl.String},
+            truncate_ragged_lines=True,
+            encoding="utf8-lossy",
         )
+        .with_row_index("_line", offset=1)
+        .filter(text.str.strip_chars().str.len_bytes() > 0)
+        .with_columns((unquoted.str.count_matches(",", literal=True) + 1).alias("_fields"))
+        .filter(pl.col("_fields") != n_fields)
+        .collect(engine="streaming")
     )
-    bad = counted.filter(pl.col("_fields") != n_fields)
     if bad.height:
         shown = bad.head(N_EXAMPLES)
         rows = ", ".join(
@@ -325,6 +334,7 @@ def _scan_interactions(path: Path) -> tuple[pl.LazyFrame, list[str]]:
     _require_file(path)
     found = _read_header(path)
     _check_columns(path, found, INTERACTION_COLUMNS)
+    _check_field_counts(path, len(found))
     ts = pl.col(Columns.timestamp)
     ts_ms = pl.when(ts.is_finite()).then((ts * 1000.0).round()).cast(pl.Int64)
     timestamp = ts_ms.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
@@ -479,13 +489,19 @@ def _read_side_csv(
     types: Mapping[str, pl.DataType],
     converters: Mapping[str, tuple[str, Callable[[pl.Expr], pl.Expr]]],
 ) -> pl.DataFrame:
-    """Read a small CSV with an explicit schema after checking its header and field counts."""
+    """Read a small CSV with an explicit schema after checking its header and field counts.
+
+    Stray CR characters inside text values (a quoted field edited on Windows; the real caption
+    file has such CRs) are removed, as :func:`read_caption_categories` does: otherwise
+    ``"(50,\r100]"`` would become a category of its own.
+    """
     _require_file(path)
     found = _read_header(path)
     _check_columns(path, found, expected)
     _check_field_counts(path, len(found))
     lazy = pl.scan_csv(path, schema=_raw_schema(found, types), encoding="utf8-lossy").select(list(expected))
-    return _collect(path, lazy, found, converters, encoding="utf8-lossy")
+    frame = _collect(path, lazy, found, converters, encoding="utf8-lossy")
+    return frame.with_columns(pl.col(pl.String).str.replace_all("\r", "", literal=True))
 
 
 def _dedupe_by_id(path: Path, frame: pl.DataFrame, id_column: str) -> tuple[pl.DataFrame, dict[str, int]]:

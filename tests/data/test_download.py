@@ -28,7 +28,7 @@ from reco.data.download import (
     safe_extract_kuairec,
     verify_md5,
 )
-from reco.errors import DownloadError, InputDataError
+from reco.errors import DownloadError, InputDataError, ParamsError
 from reco.params import parse_section
 from reco.schema import (
     INTERACTION_COLUMNS,
@@ -543,3 +543,87 @@ def test_ingest_downloads_then_reuses_the_archive(server: tuple[str, Served], tm
     assert len(served.requests) == 1  # the verified archive was reused
     assert (tmp_path / "raw2" / RawFiles.item_categories).read_bytes() == tiny_csvs()[RawFiles.item_categories]
     assert Columns.feat in (tmp_path / "raw2" / RawFiles.item_categories).read_text()
+
+
+# ------------------------------------------------------------------------------------------
+# Interrupted downloads and damaged archives never pass verification
+# ------------------------------------------------------------------------------------------
+
+
+def test_download_cut_short_keeps_only_a_part_then_resumes(
+    server: tuple[str, Served], tmp_path: Path, sleeps: list[float]
+) -> None:
+    url, served = server
+    served.mode = "always_cut"
+    dest = tmp_path / "KuaiRec.zip"
+    part = dest.with_suffix(".zip.part")
+    with pytest.raises(DownloadError, match="resumed on the next run"):
+        fetch(url, served, dest, retries=0)
+    assert not dest.exists()  # the cut body never becomes the archive
+    assert 0 < part.stat().st_size < len(served.payload)
+    with pytest.raises(DownloadError) as excinfo:  # and could not pass for it
+        verify_md5(part, md5(served.payload))
+    assert md5(served.payload) in str(excinfo.value) and md5(part.read_bytes()) in str(excinfo.value)
+
+    served.mode, served.requests[:] = "good", []
+    fetch(url, served, dest)  # the next run resumes where the cut one stopped
+    assert dest.read_bytes() == served.payload and not part.exists()
+    assert served.requests == [f"bytes={len(served.payload) // 2}-"]
+
+
+def test_download_truncated_dest_is_fetched_again(server: tuple[str, Served], tmp_path: Path) -> None:
+    url, served = server
+    dest = tmp_path / "KuaiRec.zip"
+    dest.write_bytes(served.payload[: len(served.payload) // 2])  # e.g. copied by hand, cut short
+    fetch(url, served, dest)
+    assert dest.read_bytes() == served.payload
+    assert served.requests == [None]  # not trusted, not resumed: fetched whole
+
+
+def test_download_part_longer_than_the_file_restarts(server: tuple[str, Served], tmp_path: Path) -> None:
+    url, served = server
+    dest = tmp_path / "KuaiRec.zip"
+    dest.with_suffix(".zip.part").write_bytes(served.payload + b"trailing junk")
+    fetch(url, served, dest)
+    assert dest.read_bytes() == served.payload
+    assert served.requests == [None]
+
+
+def test_ingest_refuses_a_truncated_archive_naming_both_checksums(archive: Path, tmp_path: Path) -> None:
+    full = archive.read_bytes()
+    cut = tmp_path / "KuaiRec.zip"
+    cut.write_bytes(full[: len(full) // 2])
+    params = parse_section("data", {"source": "kuairec", "kuairec_archive": str(cut), "kuairec_md5": md5(full)})
+    with pytest.raises(DownloadError, match="MD5 mismatch") as excinfo:
+        ingest_kuairec(params, tmp_path / "raw")
+    assert md5(full) in str(excinfo.value) and md5(full[: len(full) // 2]) in str(excinfo.value)
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+def test_ingest_refuses_a_valid_zip_that_is_not_the_expected_one(archive: Path, tmp_path: Path) -> None:
+    other = build_zip(tmp_path / "other" / "KuaiRec.zip", {**tiny_csvs(), RawFiles.big_matrix: b"user_id\n"})
+    params = parse_section(
+        "data", {"source": "kuairec", "kuairec_archive": str(other), "kuairec_md5": md5(archive.read_bytes())}
+    )
+    with pytest.raises(DownloadError) as excinfo:
+        ingest_kuairec(params, tmp_path / "raw")
+    assert md5(archive.read_bytes()) in str(excinfo.value) and md5(other.read_bytes()) in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://zenodo.org/records/18164998/files/KuaiRec.zip", True),
+        ("http://zenodo.org/records/18164998/files/KuaiRec.zip", False),
+        ("http://127.0.0.1:8000/KuaiRec.zip", False),  # tests reach their local server via dataclasses.replace
+        ("https://", False),
+        ("ftp://zenodo.org/KuaiRec.zip", False),
+        ("https://[::1", False),
+    ],
+)
+def test_params_accept_only_https_urls(url: str, accepted: bool) -> None:
+    if accepted:
+        assert parse_section("data", {"kuairec_url": url}).kuairec_url == url
+    else:
+        with pytest.raises(ParamsError, match=r"data\.kuairec_url .*https://"):
+            parse_section("data", {"kuairec_url": url})
