@@ -1,7 +1,13 @@
-"""Stage evaluate: every model ranks the same test users x test catalogue; writes metrics.json.
+"""Stage evaluate: every model ranks the same test users x test catalogue; writes the metrics.
 
 Models: random, popularity, als (the candidate generator alone), ranker (ALS candidates re-ranked
 by LightGBM) and, when the source is the simulator, oracle (its ground truth).
+
+Outputs: ``metrics/metrics.json`` (flat means, read by ``dvc metrics diff``),
+``metrics/uncertainty.json`` (bootstrap intervals and paired differences over users),
+``metrics/beyond_accuracy.json`` (coverage, Gini, popularity percentile, novelty, ILD),
+``metrics/segments.json`` (per activity degree and history quartile), ``metrics/model_card.md``,
+the plot data under ``metrics/plots/`` and the served top-K list.
 """
 
 from __future__ import annotations
@@ -15,8 +21,14 @@ SPLIT_DIR = Path("data/split")
 ALS_DIR = Path("models/als/test")
 FEATURES_DIR = Path("data/features/test")
 RANKER_DIR = Path("models/ranker")
+PREPARED_DIR = Path("data/prepared")
 CANDIDATES_FILE = Path("metrics/candidates.json")
+RANKER_TRAINING_FILE = Path("metrics/ranker_training.json")
 METRICS_FILE = Path("metrics/metrics.json")
+UNCERTAINTY_FILE = Path("metrics/uncertainty.json")
+BEYOND_ACCURACY_FILE = Path("metrics/beyond_accuracy.json")
+SEGMENTS_FILE = Path("metrics/segments.json")
+MODEL_CARD_FILE = Path("metrics/model_card.md")
 PLOTS_DIR = Path("metrics/plots")
 RECOMMENDATIONS_FILE = Path("data/recommendations/top_k.parquet")
 
@@ -28,13 +40,29 @@ def main() -> None:
     import polars as pl
 
     from reco.errors import ParamsError
-    from reco.evaluation.evaluate import build_test_grid, evaluate_models, metrics_payload, top_k_frame, two_stage_scores
-    from reco.io import write_json, write_parquet
+    from reco.evaluation.beyond_accuracy import beyond_accuracy_report, item_stats
+    from reco.evaluation.evaluate import (
+        build_test_grid,
+        evaluate_models,
+        metrics_payload,
+        top_k_frame,
+        top_k_lists,
+        two_stage_scores,
+    )
+    from reco.evaluation.model_card import (
+        ModelCardInputs,
+        lightgbm_card_params,
+        raw_data_fingerprint,
+        render_model_card,
+    )
+    from reco.evaluation.segments import nearest_cutoff, segments_report, user_segments
+    from reco.evaluation.uncertainty import paired_plot_rows, uncertainty_report
+    from reco.io import write_json, write_parquet, write_text
     from reco.models.als import item_scores, load_als
     from reco.models.baselines import grid_scores, popularity_item_scores, random_scores
     from reco.models.ranker import load_ranker
-    from reco.params import load_section
-    from reco.schema import Columns, RawFiles
+    from reco.params import as_dict, load_section
+    from reco.schema import Columns, PreparedFiles, RawFiles
 
     params, label = load_section("evaluate"), load_section("label")
     manifest = json.loads((RAW_DIR / RawFiles.manifest).read_text(encoding="utf-8"))
@@ -45,11 +73,19 @@ def main() -> None:
             f"params.yaml: evaluate.ks = {list(params.ks)} is invalid; expected every K <= the test catalogue "
             f"size ({len(grid.items)} videos)"
         )
+    candidate_stats = json.loads(CANDIDATES_FILE.read_text(encoding="utf-8"))
+    if candidate_stats["n"] < max(params.ks):
+        # The two-stage list is only re-ranked down to candidates.n; a longer K would be ALS's order.
+        raise ParamsError(
+            f"params.yaml: candidates.n = {candidate_stats['n']} is smaller than max(evaluate.ks) = {max(params.ks)}; "
+            "expected candidates.n >= every K"
+        )
     train = pl.read_parquet(SPLIT_DIR / "train.parquet", columns=[Columns.user, Columns.item, Columns.watch_ratio])
     popularity = np.broadcast_to(
         popularity_item_scores(train, grid.items, label.threshold, params.popularity_smoothing), grid.relevant.shape
     )
-    als = item_scores(load_als(ALS_DIR), grid.users, grid.items)
+    als_model = load_als(ALS_DIR)
+    als = item_scores(als_model, grid.users, grid.items)
     # Users unknown to ALS are served by popularity, as the candidate stage does.
     unknown_users = np.isnan(als).all(axis=1)
     als = np.where(unknown_users[:, None], popularity, als)
@@ -67,8 +103,8 @@ def main() -> None:
     if manifest["source"] == "simulate":
         truth = pl.read_parquet(RAW_DIR / RawFiles.ground_truth)
         scores["oracle"] = grid_scores(truth, grid.users, grid.items, Columns.expected_watch_ratio)
-    results = evaluate_models(grid, scores, list(params.ks))
-    candidate_stats = json.loads(CANDIDATES_FILE.read_text(encoding="utf-8"))
+    recommended = top_k_lists(grid, scores, max(params.ks))
+    results = evaluate_models(grid, scores, list(params.ks), recommended=recommended)
     any_result = next(iter(results.values()))
     payload = {
         "protocol": "fully_observed",
@@ -95,6 +131,43 @@ def main() -> None:
     ]
     write_json(per_k, PLOTS_DIR / "metrics_at_k.json")
     write_parquet(top_k_frame(grid, scores["ranker"], params.top_k_output), RECOMMENDATIONS_FILE)
+
+    uncertainty = uncertainty_report(results, params.bootstrap_samples, params.seed)
+    write_json(uncertainty, UNCERTAINTY_FILE)
+    write_json(paired_plot_rows(uncertainty), PLOTS_DIR / "paired_differences.json")
+    items = pl.read_parquet(PREPARED_DIR / PreparedFiles.items, columns=[Columns.item, Columns.tags])
+    beyond = beyond_accuracy_report(recommended, results, list(params.ks), item_stats(train, items, grid.items))
+    write_json(beyond, BEYOND_ACCURACY_FILE)
+    report_k = nearest_cutoff(list(params.ks), 10)
+    profiles = pl.read_parquet(PREPARED_DIR / PreparedFiles.users, columns=[Columns.user, Columns.user_active_degree])
+    segments = segments_report(results, user_segments(grid.users, profiles, train), report_k)
+    write_json(segments, SEGMENTS_FILE)
+
+    # Model parameters as the models saved them (not params.yaml: evaluate declares only its own sections).
+    ranker_training = json.loads(RANKER_TRAINING_FILE.read_text(encoding="utf-8"))
+    training_keys = ("label", "best_iteration", "train_users", "valid_users")
+    model_params = {
+        "popularity": {"smoothing": params.popularity_smoothing, "threshold": label.threshold},
+        "als": dict(als_model.params),
+        "candidates": {"n": candidate_stats.get("n")},
+        "ranker": {
+            **lightgbm_card_params(ranker.booster.params),
+            **{key: ranker_training[key] for key in training_keys if key in ranker_training},
+        },
+    }
+    card = ModelCardInputs(
+        metrics=payload,
+        uncertainty=uncertainty,
+        beyond_accuracy=beyond,
+        segments=segments,
+        raw=raw_data_fingerprint(RAW_DIR),
+        manifest=manifest,
+        label=as_dict(label),
+        model_params=model_params,
+        k=report_k,
+        ranker_features=tuple(ranker.features),
+    )
+    write_text(render_model_card(card), MODEL_CARD_FILE)
 
 
 if __name__ == "__main__":

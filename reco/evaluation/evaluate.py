@@ -58,14 +58,29 @@ def two_stage_scores(grid: TestGrid, reranked: pl.DataFrame, first_stage: np.nda
     return np.where(np.isnan(scattered), base, scattered)
 
 
-def evaluate_models(grid: TestGrid, scores: dict[str, np.ndarray], ks: list[int]) -> dict[str, RankingResult]:
-    """Rank the observed cells of each user by each model's scores and compute the metrics."""
-    max_k = max(ks)
-    results = {}
-    for name, matrix in scores.items():
-        recommended = top_k_items(np.asarray(matrix, dtype=np.float64), max_k, valid=grid.observed)
-        results[name] = ranking_metrics(recommended, grid.relevant, ks, n_catalogue_items=len(grid.items))
-    return results
+def top_k_lists(grid: TestGrid, scores: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """Each model's top-``k`` catalogue indices per grid user over the observed cells (``-1`` = padding)."""
+    return {
+        name: top_k_items(np.asarray(matrix, dtype=np.float64), k, valid=grid.observed)
+        for name, matrix in scores.items()
+    }
+
+
+def evaluate_models(
+    grid: TestGrid,
+    scores: dict[str, np.ndarray],
+    ks: list[int],
+    recommended: dict[str, np.ndarray] | None = None,
+) -> dict[str, RankingResult]:
+    """Rank the observed cells of each user by each model's scores and compute the metrics.
+
+    ``recommended`` (from :func:`top_k_lists` with ``k >= max(ks)``) skips the top-K selection when
+    the caller already has the lists.
+    """
+    lists = recommended if recommended is not None else top_k_lists(grid, scores, max(ks))
+    return {
+        name: ranking_metrics(lists[name], grid.relevant, ks, n_catalogue_items=len(grid.items)) for name in scores
+    }
 
 
 def top_k_frame(grid: TestGrid, matrix: np.ndarray, k: int) -> pl.DataFrame:

@@ -1,0 +1,139 @@
+"""The model card (reco.evaluation.model_card): sections, numbers read from the inputs, stable bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from reco.evaluation.beyond_accuracy import ItemStats, beyond_accuracy_report
+from reco.evaluation.evaluate import metrics_payload
+from reco.evaluation.metrics import ranking_metrics
+from reco.evaluation.model_card import ModelCardInputs, lightgbm_card_params, raw_data_fingerprint, render_model_card
+from reco.evaluation.segments import segments_report
+from reco.evaluation.uncertainty import uncertainty_report
+from reco.schema import Columns
+
+SECTIONS = (
+    "# Model card",
+    "## Data",
+    "## Protocol",
+    "## Label",
+    "## Models",
+    "## Results at K=10",
+    "### Candidate recall",
+    "## Beyond accuracy at K=10",
+    "## Segments (ndcg@10)",
+    "## Known limitations",
+)
+
+
+def card_inputs(als_beats_popularity: bool, tmp_path: Path) -> ModelCardInputs:
+    rng = np.random.default_rng(0)
+    n_users, n_items, ks = 60, 40, [5, 10]
+    relevant = rng.random((n_users, n_items)) < 0.2
+    truth = relevant + 0.1 * rng.random((n_users, n_items))
+    noise = rng.random((n_users, n_items))
+    # a strong model ranks by the truth; a weak one by noise
+    strong, weak = truth, noise
+    scores = {
+        "ranker": truth + 0.3 * noise,
+        "als": strong if als_beats_popularity else weak,
+        "popularity": weak if als_beats_popularity else strong,
+    }
+    recommended = {m: np.argsort(-s, axis=1, kind="stable")[:, :10].astype(np.int32) for m, s in scores.items()}
+    results = {m: ranking_metrics(r, relevant, ks, n_items) for m, r in recommended.items()}
+    payload = {
+        "protocol": "fully_observed",
+        "label_threshold": 2.0,
+        "data": {
+            "test_users": n_users, "test_items": n_items, "test_pairs": n_users * n_items, "users_evaluated": n_users,
+            "users_without_positives": 0, "users_unknown_to_als": 0, "test_positive_rate": 0.2,
+        },
+        "candidates": {"n": 30, "recall_at_30": 0.42},
+        **metrics_payload(results),
+    }  # fmt: skip
+    stats = ItemStats(rng.integers(0, 50, n_items), rng.integers(1, 20, n_items), 20, rng.random((n_items, 31)) < 0.1)
+    segments = pl.DataFrame(
+        {
+            Columns.user: np.arange(n_users),
+            Columns.user_active_degree: ["full_active"] * 40 + ["high_active"] * 20,
+            "history_length": rng.integers(5, 500, n_users),
+        }
+    )
+    (tmp_path / "big_matrix.csv").write_text("user_id,video_id\n1,2\n")
+    return ModelCardInputs(
+        metrics=payload,
+        uncertainty=uncertainty_report(results, samples=200, seed=0),
+        beyond_accuracy=beyond_accuracy_report(recommended, results, ks, stats),
+        segments=segments_report(results, segments, 10),
+        raw=raw_data_fingerprint(tmp_path),
+        manifest={"source": "simulate", "profile": "tiny", "seed": 7, "scale": 1.0},
+        label={"threshold": 2.0, "graded_edges": [1.0, 2.0, 3.0, 5.0]},
+        model_params={
+            "als": {"factors": 32, "regularization": 100.0},
+            "candidates": {"n": 30},
+            "ranker": {"objective": "lambdarank", "label": "graded", "num_leaves": 31},
+        },
+        k=10,
+        ranker_features=("als_score", "i_pos_rate"),
+    )
+
+
+def test_card_has_every_section_in_order_and_the_run_numbers(tmp_path: Path) -> None:
+    inputs = card_inputs(als_beats_popularity=False, tmp_path=tmp_path)
+    card = render_model_card(inputs)
+    positions = [card.find(title) for title in SECTIONS]
+    assert -1 not in positions, [t for t, p in zip(SECTIONS, positions, strict=True) if p == -1]
+    assert positions == sorted(positions)
+    assert inputs.raw["fingerprint"] in card
+    assert "`factors=32`" in card and "`n=30`" in card and "`num_leaves=31`" in card  # saved model params
+    assert "recall@30 of the ALS candidates = 0.4200" in card
+    assert "`watch_ratio > 2.00`" in card and "graded relevance" in card
+    # the K=10 table shows each model's mean and interval from the inputs
+    ndcg = inputs.uncertainty["intervals"]["ranker"]["ndcg_at_10"]
+    row = next(line for line in card.splitlines() if line.startswith("| **ranker** |") and "[" in line)
+    assert f"{ndcg['mean']:.4f} [{ndcg['low']:.4f}, {ndcg['high']:.4f}]" in row
+    assert card.endswith("\n") and not card.endswith("\n\n")
+
+
+def test_limitations_are_read_from_the_numbers(tmp_path: Path) -> None:
+    weak_als = render_model_card(card_inputs(als_beats_popularity=False, tmp_path=tmp_path))
+    strong_als = render_model_card(card_inputs(als_beats_popularity=True, tmp_path=tmp_path))
+    limitation = "ALS alone is weaker than the non-personalised popularity baseline"
+    assert limitation in weak_als.split("## Known limitations")[1]
+    assert limitation not in strong_als
+    for card in (weak_als, strong_als):
+        assert "The data are simulated" in card
+        assert "hold 42.0% of the test positives" in card
+
+
+def test_card_bytes_are_deterministic_and_carry_no_timestamp(tmp_path: Path) -> None:
+    first = render_model_card(card_inputs(als_beats_popularity=False, tmp_path=tmp_path))
+    second = render_model_card(card_inputs(als_beats_popularity=False, tmp_path=tmp_path))
+    assert first == second
+    assert not re.search(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}", first)
+    assert str(tmp_path) not in first  # no absolute paths
+
+
+def test_raw_fingerprint_is_the_sha256_of_the_sha256sum_listing(tmp_path: Path) -> None:
+    (tmp_path / "b.csv").write_bytes(b"2\n")
+    (tmp_path / "a.csv").write_bytes(b"1\n")
+    (tmp_path / ".a.csv.123.tmp").write_bytes(b"half written")  # hidden temporaries are not data
+    fp = raw_data_fingerprint(tmp_path)
+    assert list(fp["files"]) == ["a.csv", "b.csv"]
+    digests = {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in ("a.csv", "b.csv")}
+    listing = "".join(f"{digests[name]}  {name}\n" for name in ("a.csv", "b.csv"))
+    assert fp["fingerprint"] == hashlib.sha256(listing.encode()).hexdigest()
+    assert fp["files"]["a.csv"] == {"bytes": 2, "sha256": digests["a.csv"]}
+    (tmp_path / "b.csv").write_bytes(b"3\n")
+    assert raw_data_fingerprint(tmp_path)["fingerprint"] != fp["fingerprint"]
+
+
+def test_lightgbm_card_params_keeps_only_the_shown_settings() -> None:
+    booster = {"objective": "lambdarank", "learning_rate": 0.05, "verbosity": -1, "gpu_device_id": -1}
+    shown = lightgbm_card_params(booster)
+    assert shown == {"objective": "lambdarank", "learning_rate": 0.05}
