@@ -1,8 +1,11 @@
 """End to end: `dvc repro` on the tiny simulator profile in a temporary git repository.
 
 Checks the product's contract rather than numbers: the metrics layout, the model ordering on the
-simulator's ground truth, that a second repro does nothing, that a params change invalidates
-exactly the downstream stages, and that a forced rerun reproduces every output byte for byte.
+simulator's ground truth, that a second repro does nothing, that a params change or an edited
+``reco`` module invalidates exactly the stages dvc.yaml says depend on it (and then their
+downstream stages), that forced reruns reproduce every output and dvc.lock byte for byte, and that
+the plots declared in dvc.yaml render from the outputs into an HTML page that needs no network.
+The expected stage sets are computed from dvc.yaml, not written out by hand.
 """
 
 from __future__ import annotations
@@ -76,11 +79,14 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("pipeline")
     for name in ("reco", "stages"):
         shutil.copytree(REPO / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    # the page and Vega-Lite templates used by the top-level `plots:` of dvc.yaml
+    shutil.copytree(REPO / "plots", workdir / "plots")
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, workdir / name)
     run(["git", "init", "-q"], cwd=workdir)
     dvc("init", "-q", cwd=workdir)
+    shutil.copy2(REPO / ".dvc" / "config", workdir / ".dvc" / "config")  # the project's DVC config as committed
     dvc("config", "core.analytics", "false", cwd=workdir)
     dvc("config", "core.check_update", "false", cwd=workdir)
     set_params(workdir, TINY_OVERRIDES)
@@ -124,32 +130,156 @@ def test_second_repro_does_nothing(pipeline: Path) -> None:
     assert "up to date" in status.stdout.lower(), status.stdout
 
 
-def stages_rerun(workdir: Path) -> set[str]:
-    """Run `dvc repro` and return the stages it executed or restored from the run cache."""
-    out = dvc("repro", cwd=workdir).stdout
+def stages_rerun(workdir: Path, *args: str) -> set[str]:
+    """Run `dvc repro [args]` and return the stages it executed or restored from the run cache."""
+    out = dvc("repro", *args, cwd=workdir).stdout
     return set(re.findall(r"Running stage '([^']+)'", out)) | set(re.findall(r"Stage '([^']+)' is cached", out))
 
 
-def test_changing_a_param_reruns_exactly_the_downstream_stages(pipeline: Path) -> None:
+def stale_stages(workdir: Path) -> set[str]:
+    """Stages `dvc status` reports as changed (a stage is listed when its own deps, params or outs changed)."""
+    return set(json.loads(dvc("status", "--json", cwd=workdir).stdout))
+
+
+def pipeline_stages(workdir: Path) -> dict[str, dict]:
+    """dvc.yaml's stages, ``foreach`` expanded (``name@key``), as {"deps", "params", "outs"} path/section sets."""
+    spec = yaml.safe_load((workdir / "dvc.yaml").read_text(encoding="utf-8"))
+    stages: dict[str, dict] = {}
+    for name, stage in spec["stages"].items():
+        variants = {name: stage}
+        if "foreach" in stage:
+            variants = {}
+            for key, item in stage["foreach"].items():
+                text = yaml.safe_dump(stage["do"]).replace("${key}", key)
+                for field, value in item.items():
+                    text = text.replace("${item." + field + "}", str(value))
+                variants[f"{name}@{key}"] = yaml.safe_load(text)
+        for full_name, body in variants.items():
+            outs = {
+                entry if isinstance(entry, str) else next(iter(entry))
+                for kind in ("outs", "metrics", "plots")
+                for entry in body.get(kind, [])
+            }
+            params = {entry for entry in body.get("params", []) if isinstance(entry, str)}
+            stages[full_name] = {"deps": set(body.get("deps", [])), "params": params, "outs": outs}
+    return stages
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def downstream(stages: dict[str, dict], changed: set[str]) -> set[str]:
+    """``changed`` plus every stage that depends, transitively, on one of their outputs."""
+    result = set(changed)
+    grew = True
+    while grew:
+        grew = False
+        for name, stage in stages.items():
+            if name in result:
+                continue
+            produced = {out for other in result for out in stages[other]["outs"]}
+            if any(_overlaps(dep, out) for dep in stage["deps"] for out in produced):
+                result.add(name)
+                grew = True
+    return result
+
+
+def test_dependency_graph_helpers_agree_with_the_pipeline(pipeline: Path) -> None:
+    # Guards the helpers the tests below compute their expectations with.
+    stages = pipeline_stages(pipeline)
+    assert {name for name, s in stages.items() if "ranker" in s["params"]} == {"train_ranker"}
+    assert downstream(stages, {"train_ranker"}) == {"train_ranker", "evaluate"}
+    assert downstream(stages, {"ingest"}) == set(stages)
+
+
+def test_changing_a_ranker_param_marks_train_ranker_then_evaluate(pipeline: Path) -> None:
+    stages = pipeline_stages(pipeline)
+    readers = {name for name, s in stages.items() if "ranker" in s["params"]}
+    expected = downstream(stages, readers)
+    assert expected == {"train_ranker", "evaluate"}
     original = (pipeline / "params.yaml").read_text()
     try:
         set_params(pipeline, {"ranker": {"num_leaves": 7}})
-        status = json.loads(dvc("status", "--json", cwd=pipeline).stdout)
-        assert set(status) == {"train_ranker"}, status  # directly stale; evaluate follows from its output
-        assert stages_rerun(pipeline) == {"train_ranker", "evaluate"}
-        set_params(pipeline, {"ranker": {"num_leaves": 15}, "als": {"factors": 8}})
-        assert stages_rerun(pipeline) == {
+        # `dvc status` lists the stages whose own deps changed: those reading the `ranker` section...
+        assert stale_stages(pipeline) == readers
+        assert stages_rerun(pipeline, "--single-item", "train_ranker") == {"train_ranker"}
+        # ...and once the ranker is retrained, the stages consuming its outputs, and nothing else.
+        assert stale_stages(pipeline) == expected - readers == {"evaluate"}
+        assert stages_rerun(pipeline) == {"evaluate"}
+        assert stale_stages(pipeline) == set()
+    finally:
+        (pipeline / "params.yaml").write_text(original)
+        dvc("repro", cwd=pipeline)  # back to the committed params (restored from the run cache)
+    assert stale_stages(pipeline) == set()
+
+
+def test_changing_an_upstream_param_reruns_exactly_the_downstream_stages(pipeline: Path) -> None:
+    stages = pipeline_stages(pipeline)
+    readers = {name for name, s in stages.items() if "als" in s["params"]}
+    assert readers == {"train_als@ranker", "train_als@test"}
+    original = (pipeline / "params.yaml").read_text()
+    try:
+        set_params(pipeline, {"als": {"factors": 8}})
+        assert stale_stages(pipeline) == readers
+        assert stages_rerun(pipeline) == downstream(stages, readers) == {
             "train_als@ranker", "train_als@test", "candidates", "features@train", "features@test",
             "train_ranker", "evaluate",
         }  # fmt: skip
     finally:
         (pipeline / "params.yaml").write_text(original)
-        dvc("repro", cwd=pipeline)  # back to the committed params (restored from the run cache)
+        dvc("repro", cwd=pipeline)
+    assert stale_stages(pipeline) == set()
 
 
-def test_forced_rerun_is_byte_identical(pipeline: Path) -> None:
-    before = digest_outputs(pipeline)
+@pytest.mark.parametrize("module", ["reco/models/ranker.py", "reco/models/als.py", "reco/evaluation/metrics.py"])
+def test_editing_a_module_marks_exactly_the_stages_that_import_it(pipeline: Path, module: str) -> None:
+    stages = pipeline_stages(pipeline)
+    expected = {name for name, s in stages.items() if module in s["deps"]}
+    assert expected, f"no stage declares {module}"
+    path = pipeline / module
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# an edit that changes the file's hash and nothing else\n")
+        assert stale_stages(pipeline) == expected
+    finally:
+        path.write_bytes(original)
+    assert stale_stages(pipeline) == set()
+
+
+def test_forced_reruns_are_byte_identical(pipeline: Path) -> None:
+    # Outputs and dvc.lock: after the first repro, after one `repro --force`, after a second one.
+    first = digest_outputs(pipeline)
     dvc("repro", "--force", cwd=pipeline)
-    after = digest_outputs(pipeline)
-    changed = sorted(name for name in before if before[name] != after.get(name))
-    assert changed == [], f"outputs differ after dvc repro --force: {changed}"
+    second = digest_outputs(pipeline)
+    dvc("repro", "--force", cwd=pipeline)
+    third = digest_outputs(pipeline)
+    assert "dvc.lock" in first and len(first) > 20
+    for label, digests in (("first --force", second), ("second --force", third)):
+        changed = sorted(set(first) ^ set(digests) | {n for n in first if first[n] != digests.get(n)})
+        assert changed == [], f"outputs differ after the {label} rerun: {changed}"
+
+
+PLOT_IDS = {"metrics_at_k", "precision_recall_at_k", "als_loss", "ranker_validation", "feature_importance"}
+
+
+def test_plots_render_from_the_outputs_without_network(pipeline: Path, tmp_path: Path) -> None:
+    spec = yaml.safe_load((pipeline / "dvc.yaml").read_text(encoding="utf-8"))
+    declared = {next(iter(entry)) for entry in spec["plots"]}
+    assert declared == PLOT_IDS
+    shown = json.loads(dvc("plots", "show", "--json", cwd=pipeline).stdout)
+    assert "errors" not in json.dumps(shown), shown
+    for plot_id in PLOT_IDS:
+        (rendered,) = shown["data"][plot_id]
+        assert rendered["type"] == "vega" and rendered["content"]["data"]["values"], plot_id
+    rows = shown["data"]["metrics_at_k"][0]["content"]["data"]["values"]
+    assert {row["model"] for row in rows} == {"random", "popularity", "als", "ranker", "oracle"}
+    assert {row["field"] for row in rows} == {"precision", "recall", "ndcg", "map"}
+    # The HTML page (template from .dvc/config) inlines vega, vega-lite and vega-embed: no CDN.
+    out = tmp_path / "html"
+    dvc("plots", "show", "-o", str(out), cwd=pipeline)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=", page), "the plots page loads a script from elsewhere"
+    assert "https://cdn." not in page
+    for plot_id in PLOT_IDS:
+        assert f'id = "{plot_id}"' in page
