@@ -17,6 +17,7 @@ import dataclasses
 import math
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,15 @@ PARAMS_FILE = "params.yaml"
 
 def _fail(section: str, key: str, value: object, allowed: str) -> typing.NoReturn:
     raise ParamsError(f"params.yaml: {section}.{key} = {value!r} is invalid; expected {allowed}")
+
+
+# numpy's SeedSequence refuses negative seeds and LightGBM stores its seed in a C int32.
+SEED_MAX = 2**31 - 1
+
+
+def _check_seed(section: str, key: str, value: int) -> None:
+    if not 0 <= value <= SEED_MAX:
+        _fail(section, key, value, f"an integer in [0, {SEED_MAX}]")
 
 
 @dataclass(frozen=True)
@@ -49,10 +59,21 @@ class DataParams:
     download_dir: str = "data/download"
 
     def validate(self) -> None:
+        _check_seed("data", "seed", self.seed)
         if not 0.01 <= self.scale <= 10:
             _fail("data", "scale", self.scale, "a number in [0.01, 10]")
-        if not self.kuairec_url.startswith("https://"):
-            _fail("data", "kuairec_url", self.kuairec_url, "an https:// URL")
+        # https only: MD5 catches damage, not a deliberate swap (it is not collision-resistant), so
+        # the transport must be authenticated. Tests serving 127.0.0.1 over http bypass this with
+        # dataclasses.replace; reco.data.download re-checks the scheme itself (loopback excepted).
+        try:
+            url = urllib.parse.urlsplit(self.kuairec_url)
+            secure = url.scheme == "https" and bool(url.hostname)
+        except ValueError:  # malformed, e.g. an unclosed IPv6 bracket
+            secure = False
+        if not secure:
+            _fail("data", "kuairec_url", self.kuairec_url, "an https:// URL with a host name")
+        if not self.download_dir.strip():
+            _fail("data", "download_dir", self.download_dir, "a non-empty folder path")
         if len(self.kuairec_md5) != 32 or any(c not in "0123456789abcdef" for c in self.kuairec_md5):
             _fail("data", "kuairec_md5", self.kuairec_md5, "32 lowercase hex digits")
         if self.kuairec_size <= 0:
@@ -64,11 +85,19 @@ class SplitParams:
     """How interactions are split into training, ranker-label and test sets (stage ``split``)."""
 
     protocol: Literal["fully_observed"] = "fully_observed"
-    label_window_days: int = 5  # the last days of big_matrix whose views train the ranker
+    # Which logged views become the ranker's labels: `holdout` (a random share of training pairs
+    # across the whole period, like the test) or `last_days` (the last label_window_days).
+    ranker_labels: Literal["holdout", "last_days"] = "holdout"
+    holdout_fraction: float = 0.2  # `holdout`: share of training (user, video) pairs held out
+    label_window_days: int = 5  # `last_days`: the last days of big_matrix whose views train the ranker
+    seed: int = 42  # `holdout`: which pairs are held out
 
     def validate(self) -> None:
+        if not 0.01 <= self.holdout_fraction <= 0.5:
+            _fail("split", "holdout_fraction", self.holdout_fraction, "a number in [0.01, 0.5]")
         if not 1 <= self.label_window_days <= 60:
             _fail("split", "label_window_days", self.label_window_days, "an integer in [1, 60]")
+        _check_seed("split", "seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -84,7 +113,7 @@ class LabelParams:
             _fail("label", "threshold", self.threshold, "a finite number >= 0")
         edges = list(self.graded_edges)
         if not edges or edges != sorted(set(edges)) or edges[0] < 0:
-            _fail("label", "graded_edges", self.graded_edges, "a non-empty increasing list of numbers >= 0")
+            _fail("label", "graded_edges", edges, "a non-empty increasing list of numbers >= 0")
 
 
 @dataclass(frozen=True)
@@ -114,6 +143,7 @@ class AlsParams:
             _fail("als", "iterations", self.iterations, "an integer in [1, 500]")
         if self.num_threads < 1:
             _fail("als", "num_threads", self.num_threads, "an integer >= 1")
+        _check_seed("als", "random_state", self.random_state)
 
 
 @dataclass(frozen=True)
@@ -156,7 +186,7 @@ class RankerParams:
     bagging_fraction: float = 0.8
     lambdarank_truncation_level: int = 20
     max_bin: int = 63
-    train_users: int = 3000  # users sampled from the label window (cost grows with rows)
+    train_users: int = 3000  # users sampled from the ranker labels (cost grows with rows)
     valid_fraction: float = 0.2  # user-disjoint validation share for early stopping
     seed: int = 42
     num_threads: int = 2
@@ -186,6 +216,7 @@ class RankerParams:
             _fail("ranker", "valid_fraction", self.valid_fraction, "a number in (0, 1)")
         if self.num_threads < 1:
             _fail("ranker", "num_threads", self.num_threads, "an integer >= 1")
+        _check_seed("ranker", "seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -193,13 +224,17 @@ class EvaluateParams:
     """Evaluation (stage ``evaluate``)."""
 
     ks: tuple[int, ...] = (5, 10, 20, 50, 100)
-    seed: int = 42  # for the random baseline
+    seed: int = 42  # for the random baseline and the bootstrap resampling
     popularity_smoothing: float = 50.0
     top_k_output: int = 50  # length of each user's list in the recommendations file
+    bootstrap_samples: int = 1000  # resamples of the test users for the 95% intervals
 
     def validate(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks) or list(self.ks) != sorted(set(self.ks)):
             _fail("evaluate", "ks", list(self.ks), "a non-empty increasing list of integers >= 1")
+        _check_seed("evaluate", "seed", self.seed)
+        if not 10 <= self.bootstrap_samples <= 20_000:
+            _fail("evaluate", "bootstrap_samples", self.bootstrap_samples, "an integer in [10, 20000]")
         if self.popularity_smoothing < 0:
             _fail("evaluate", "popularity_smoothing", self.popularity_smoothing, "a number >= 0")
         if self.top_k_output < 1:
@@ -225,7 +260,9 @@ def _describe(hint: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(hint))
     if origin is tuple:
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
+        item = typing.get_args(hint)[0]
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(item, _describe(item))}"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}.get(
         hint, str(hint)
     )
@@ -249,7 +286,7 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             _fail(section, key, value, _describe(hint))
         item_hint = typing.get_args(hint)[0]
-        return tuple(_coerce(section, key, item, item_hint) for item in value)
+        return tuple(_coerce(section, f"{key}[{i}]", item, item_hint) for i, item in enumerate(value))
     if hint is type(None):
         if value is None:
             return None

@@ -1,4 +1,4 @@
-"""Stage features: one feature table per pair set (``train``: the ranker's label window; ``test``: candidates).
+"""Stage features: one feature table per pair set (``train``: the ranker's labels; ``test``: candidates).
 
 Usage: ``python -m stages.features PAIRS HISTORY ALS_DIR OUT_DIR``. Features see only HISTORY
 (rows dated before the cut = the day after HISTORY's last date) and item_daily rows before the cut.

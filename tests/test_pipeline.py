@@ -260,7 +260,14 @@ def test_forced_reruns_are_byte_identical(pipeline: Path) -> None:
         assert changed == [], f"outputs differ after the {label} rerun: {changed}"
 
 
-PLOT_IDS = {"metrics_at_k", "precision_recall_at_k", "als_loss", "ranker_validation", "feature_importance"}
+PLOT_IDS = {
+    "metrics_at_k",
+    "precision_recall_at_k",
+    "als_loss",
+    "ranker_validation",
+    "feature_importance",
+    "paired_differences",
+}
 
 
 def test_plots_render_from_the_outputs_without_network(pipeline: Path, tmp_path: Path) -> None:

@@ -8,11 +8,23 @@ so ranking metrics are unbiased. The sets are:
     ``big_matrix`` minus every (user, video) pair present in ``small_matrix`` (an anti-join on the
     pair, not on the user), so no test outcome is ever seen in training.
 ``history`` / ``ranker_labels``
-    The ranker learns from a later time window of ``train``: the last ``split.label_window_days``
-    local dates are the *label window*; everything before it is *history*. ALS and all features of
-    the ranker's training rows come from ``history`` only; the rows themselves are the logged views
-    of the label window (first view per pair, pairs already seen in history dropped), which carry
-    real labels: in a logged feed an unshown pair is not a negative.
+    The ranker's training rows are logged views of ``train`` held out from ``history``; ALS and all
+    features of those rows come from ``history`` only. The rows are logged views (first view per
+    pair), which carry real labels: in a logged feed an unshown pair is not a negative. Which views
+    are held out (``split.ranker_labels``):
+
+    ``holdout`` (default)
+        A seeded random ``split.holdout_fraction`` of the training (user, video) *pairs*, with all
+        their views, from the whole period. This mirrors how the test was carved out: the
+        ``small_matrix`` views span the same days as ``big_matrix`` (Jul 5 - Sep 5), so the test
+        asks "which of these videos does the user like, given the rest of the period's logs" and
+        not "what will they like next week". A ranker trained on a *later* window instead learns
+        how history predicts a drifted future; on the simulator that mismatch cost 0.02-0.03
+        NDCG@10 and put the ranker below popularity.
+    ``last_days``
+        The last ``split.label_window_days`` local dates are the label window, everything before
+        is history (pairs already seen in history dropped: a re-watch). Use it to ask the
+        forward-looking question.
 ``test``
     ``small_matrix``, one row per pair, with the binary label and graded relevance.
 
@@ -33,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from reco.errors import InputDataError
@@ -77,6 +90,23 @@ def first_view_per_pair(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _holdout_pairs(train: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Split ``train`` into (history, held-out views, number of held-out pairs) by a seeded pair draw.
+
+    Every view of a held-out pair leaves the history, so no feature sees the outcome it predicts.
+    The draw is over the sorted unique pairs with numpy's generator: stable across polars versions.
+    """
+    unique_pairs = train.select(PAIR).unique().sort(PAIR)
+    rng = np.random.default_rng(seed)
+    n_held = int(round(unique_pairs.height * fraction))
+    chosen = np.zeros(unique_pairs.height, dtype=bool)
+    chosen[rng.choice(unique_pairs.height, size=n_held, replace=False)] = True
+    held = unique_pairs.filter(pl.Series(chosen))
+    history = train.join(held, on=PAIR, how="anti", maintain_order="left")
+    window = train.join(held, on=PAIR, how="semi", maintain_order="left")
+    return history, window, n_held
+
+
 def _positive_rate(frame: pl.DataFrame) -> float:
     return float(frame[Columns.label].mean()) if frame.height else 0.0
 
@@ -105,20 +135,41 @@ def split_fully_observed(
     if train.height == 0:
         raise InputDataError(source, "no training rows left after removing the small_matrix pairs")
 
-    last_date: dt.date = train[Columns.date].max()  # type: ignore[assignment]
-    window_start = last_date - dt.timedelta(days=split.label_window_days - 1)
-    history = train.filter(pl.col(Columns.date) < window_start)
-    window = train.filter(pl.col(Columns.date) >= window_start)
-    if history.height == 0 or window.height == 0:
-        raise InputDataError(
-            source,
-            f"split.label_window_days = {split.label_window_days} leaves an empty "
-            f"{'history' if history.height == 0 else 'label window'} (training dates end {last_date})",
-        )
-    # A pair already seen in history is a re-watch; the ranker predicts new pairs, like the test.
-    ranker_labels = with_labels(
-        first_view_per_pair(window).join(history.select(PAIR).unique(), on=PAIR, how="anti"), label
-    ).sort(PAIR)
+    if split.ranker_labels == "holdout":
+        history, window, held_out = _holdout_pairs(train, split.holdout_fraction, split.seed)
+        if history.height == 0 or window.height == 0:
+            raise InputDataError(
+                source,
+                f"split.holdout_fraction = {split.holdout_fraction} leaves an empty "
+                f"{'history' if history.height == 0 else 'holdout'} ({train.height} training rows)",
+            )
+        ranker_labels = with_labels(first_view_per_pair(window), label).sort(PAIR)
+        label_set: dict[str, Any] = {"kind": "holdout", "fraction": split.holdout_fraction, "pairs": held_out}
+    else:
+        last_date: dt.date = train[Columns.date].max()  # type: ignore[assignment]
+        window_start = last_date - dt.timedelta(days=split.label_window_days - 1)
+        history = train.filter(pl.col(Columns.date) < window_start)
+        window = train.filter(pl.col(Columns.date) >= window_start)
+        if history.height == 0 or window.height == 0:
+            raise InputDataError(
+                source,
+                f"split.label_window_days = {split.label_window_days} leaves an empty "
+                f"{'history' if history.height == 0 else 'label window'} (training dates end {last_date})",
+            )
+        # A pair already seen in history is a re-watch; the ranker predicts new pairs, like the test.
+        ranker_labels = with_labels(
+            first_view_per_pair(window).join(history.select(PAIR).unique(), on=PAIR, how="anti"), label
+        ).sort(PAIR)
+        label_set = {
+            "kind": "last_days",
+            "start": window_start.isoformat(),
+            "end": last_date.isoformat(),
+            "days": split.label_window_days,
+        }
+    # The ranker's labels and its features' history never share a pair.
+    overlap = ranker_labels.join(history, on=PAIR, how="semi").height
+    if overlap:
+        raise InputDataError(source, f"leakage: {overlap} ranker-label pairs also appear in the history")
     test = with_labels(first_view_per_pair(small), label).sort(PAIR)
 
     leaked = {
@@ -131,13 +182,13 @@ def split_fully_observed(
     summary = {
         "protocol": split.protocol,
         "label_threshold": label.threshold,
-        "label_window": {"start": window_start.isoformat(), "end": last_date.isoformat(), "days": split.label_window_days},
+        "ranker_labels": label_set,
         "rows": {
             "big_matrix": big.height,
             "removed_test_pairs_from_big": big.height - train.height,
             "train": train.height,
             "history": history.height,
-            "label_window_views": window.height,
+            "ranker_label_views": window.height,
             "ranker_labels": ranker_labels.height,
             "test": test.height,
         },

@@ -245,9 +245,9 @@ def _protocol_section(inputs: ModelCardInputs) -> list[str]:
             "`fully_observed` (the KuaiRec paper's intended use): models learn from `big_matrix`; the test set is "
             "the nearly fully observed `small_matrix`, and every (user, video) pair present in both matrices is "
             "removed from training. Each model ranks, for every test user, only the observed cells of the test "
-            "catalogue, so every recommended item has a real label. The ranker learns from the last days of "
-            "`big_matrix` (its label window) with ALS fitted on the earlier part; for the test, ALS is refitted on "
-            "all training data."
+            "catalogue, so every recommended item has a real label. The ranker learns from logged views held out "
+            "of training (`split.ranker_labels`, recorded in `metrics/split_summary.json`), with ALS and every "
+            "feature computed from the rest; for the test, ALS is refitted on all training data."
         )
     else:
         lines.append(f"`{protocol}`.")

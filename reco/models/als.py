@@ -357,6 +357,14 @@ def fit_als(interactions: pl.DataFrame, params: AlsParams, threshold: float) -> 
     losses: list[float] = []
 
     def record(iteration: int, elapsed: float, loss: float | None) -> None:
+        if not params.use_gpu:
+            # implicit sums the loss over threads in a timing-dependent order, so its value varies
+            # in the last digits between runs; one thread makes loss.json byte-reproducible.
+            from implicit.cpu import _als as implicit_cpu_als
+
+            loss = implicit_cpu_als.calculate_loss(
+                matrix, model.user_factors, model.item_factors, params.regularization, num_threads=1
+            )
         losses.append(float("nan") if loss is None else float(loss))
 
     with threadpool_limits(limits=1, user_api="blas"):
@@ -367,7 +375,7 @@ def fit_als(interactions: pl.DataFrame, params: AlsParams, threshold: float) -> 
             dtype=np.float32,
             use_gpu=params.use_gpu,
             iterations=params.iterations,
-            calculate_training_loss=True,
+            calculate_training_loss=params.use_gpu,  # CPU: computed single-threaded in `record`
             num_threads=params.num_threads,
             random_state=params.random_state,
         )

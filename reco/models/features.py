@@ -1,7 +1,7 @@
 """Feature tables for the ranker: one row per (user, video) pair to score.
 
 Every feature describes the world *before* a cut date and is computed from the history passed in
-(for the ranker's training rows: the history before the label window; for the test: all training
+(for the ranker's training rows: the history without the held-out label pairs; for the test: all training
 data). Nothing from the rows being labelled enters a feature; ``tests/models/test_features.py``
 checks that by shifting future rows and seeing no change.
 
@@ -20,6 +20,12 @@ user x item
     ALS score and its rank percentile in the catalogue, the user's smoothed positive rate on the
     video's tags and on its duration bucket, and the user's median watch time over the video's
     duration (people watch a roughly fixed number of seconds, so this predicts the watch ratio).
+user taste beyond the video's own appeal
+    Residuals of the user's log watch ratio against each watched video's mean: over all their
+    views (``u_lwr_resid``; also of the positive label, ``u_pos_resid``) and over their views of
+    the video's tags (``ux_tag_lwr_resid`` mean and max over the tags, smoothed toward the user's
+    overall residual). Raw per-tag rates mix taste with the appeal of whatever the feed showed;
+    the residual keeps only what the user adds to it.
 
 Rates are smoothed toward a global rate with ``features.popularity_smoothing`` pseudo-views so that
 rare users and videos do not get extreme values.
@@ -222,6 +228,60 @@ def _user_group_rates(
     )
 
 
+def user_residual_features(
+    history: pl.DataFrame, items: pl.DataFrame, pairs: pl.DataFrame, threshold: float, smoothing: float
+) -> pl.DataFrame:
+    """Per pair: the user's watch-time and label residuals against the videos' means (see module doc).
+
+    Returns one row per pair of ``pairs`` (same order) with ``u_lwr_resid``, ``u_pos_resid``,
+    ``ux_tag_lwr_resid`` and ``ux_tag_lwr_resid_max`` (null for users without history).
+    """
+    marked = _history_with_marks(history, threshold)
+    global_log = marked.select(pl.col("_log_wr").mean()).collect().item()
+    item_means = marked.group_by(Columns.item).agg(
+        pl.col("_pos").mean().alias("_item_pos"),
+        _smoothed(pl.col("_log_wr").sum(), pl.len(), global_log, smoothing).alias("_item_log"),
+    )
+    residuals = marked.join(item_means, on=Columns.item, how="left").select(
+        Columns.user,
+        Columns.item,
+        (pl.col("_log_wr") - pl.col("_item_log")).alias("_res"),
+        (pl.col("_pos") - pl.col("_item_pos")).alias("_pos_res"),
+    )
+    by_user = residuals.group_by(Columns.user).agg(
+        pl.col("_res").mean().alias("u_lwr_resid"), pl.col("_pos_res").mean().alias("u_pos_resid")
+    )
+    tags = items.lazy().select(Columns.item, Columns.tags)
+    by_tag = (
+        residuals.join(tags, on=Columns.item, how="left")
+        .explode(Columns.tags)
+        .group_by(Columns.user, Columns.tags)
+        .agg(pl.col("_res").sum().alias("_tag_res"), pl.len().alias("_tag_n"))
+    )
+    tag_residual = (
+        pairs.lazy()
+        .select(PAIR)
+        .join(tags, on=Columns.item, how="left")
+        .explode(Columns.tags)
+        .join(by_tag, on=[Columns.user, Columns.tags], how="left")
+        .join(by_user, on=Columns.user, how="left")
+        .with_columns(
+            _smoothed(pl.col("_tag_res").fill_null(0), pl.col("_tag_n").fill_null(0), pl.col("u_lwr_resid"), smoothing)
+            .alias("_tag_rate")
+        )
+        .group_by(PAIR)
+        .agg(pl.col("_tag_rate").mean().alias("ux_tag_lwr_resid"), pl.col("_tag_rate").max().alias("ux_tag_lwr_resid_max"))
+    )
+    return (
+        pairs.lazy()
+        .select(PAIR)
+        .join(by_user, on=Columns.user, how="left", maintain_order="left")
+        .join(tag_residual, on=PAIR, how="left", maintain_order="left")
+        .with_columns(pl.col("u_lwr_resid", "u_pos_resid", "ux_tag_lwr_resid", "ux_tag_lwr_resid_max").cast(pl.Float32))
+        .collect()
+    )
+
+
 def als_pair_features(model: AlsModel, pairs: pl.DataFrame, catalogue: np.ndarray, chunk_users: int = 512) -> pl.DataFrame:
     """ALS score of each pair and its rank percentile among the user's scores over ``catalogue``.
 
@@ -325,6 +385,12 @@ def build_feature_table(
             maintain_order="left",
         )
         .join(_user_group_rates(history, items, pairs, threshold, smoothing), on=PAIR, how="left", maintain_order="left")
+        .join(
+            user_residual_features(history, items, pairs, threshold, smoothing),
+            on=PAIR,
+            how="left",
+            maintain_order="left",
+        )
         .join(als_pair_features(als_model, pairs.select(PAIR), catalogue), on=PAIR, how="left", maintain_order="left")
         .with_columns(
             (pl.col("u_play_s_median") / pl.col("duration_s")).cast(pl.Float32).alias("ux_expected_watch_ratio")

@@ -1,14 +1,15 @@
 """LightGBM ranker: the second stage, re-ranking ALS candidates.
 
-Training rows: the *logged views of the label window* (see :mod:`reco.data.split`), each described
-by features computed from the history before the window. We do not train on ALS candidates that
+Training rows: the *logged views held out of training* (``ranker_labels``; by default a random
+share of pairs over the whole period, see :mod:`reco.data.split`), each described by features
+computed from the history that excludes them. We do not train on ALS candidates that
 were never shown: in a logged feed an unshown candidate is not a negative, and treating it as one
 teaches the ranker the feed policy instead of the user's taste. Logged views carry real outcomes,
 which matches the fully observed test, where every candidate was shown and has a real label.
 
 Groups are users (rows of a user contiguous, groups in the order of the rows); labels are the graded
 relevance (``ranker.label: graded``) or the binary label. Early stopping watches a user-disjoint
-validation part of the label window, so no user is in both parts. Training is deterministic
+validation part of the ranker labels, so no user is in both parts. Training is deterministic
 (``deterministic``, ``force_row_wise``, fixed ``seed`` and ``num_threads``). The model is saved in
 LightGBM's own text format next to ``features.json`` (the ordered feature list); prediction
 refuses a table whose columns do not match it.

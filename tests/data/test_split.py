@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -47,7 +48,7 @@ def run(window_days: int = 2, threshold: float = 2.0):
     return split_fully_observed(
         BIG,
         SMALL,
-        parse_section("split", {"label_window_days": window_days}),
+        parse_section("split", {"ranker_labels": "last_days", "label_window_days": window_days}),
         parse_section("label", {"threshold": threshold, "graded_edges": [1.0, 2.0, 3.0, 5.0]}),
     )
 
@@ -69,7 +70,7 @@ def test_no_test_pair_in_any_training_set() -> None:
 def test_label_window_is_after_history_and_excludes_rewatches() -> None:
     result = run(window_days=2)
     assert result.history[Columns.date].max() < dt.date(2020, 9, 4)
-    assert result.summary["label_window"] == {"start": "2020-09-04", "end": "2020-09-05", "days": 2}
+    assert result.summary["ranker_labels"] == {"kind": "last_days", "start": "2020-09-04", "end": "2020-09-05", "days": 2}
     # (1, 10) was seen in history, so the window's re-watch is not a label row
     assert pairs(result.ranker_labels) == {(1, 12), (2, 13)}
 
@@ -88,4 +89,45 @@ def test_labels_and_graded_relevance() -> None:
 def test_window_covering_all_training_dates_is_refused() -> None:
     recent = BIG.filter(pl.col(Columns.date) >= dt.date(2020, 8, 1))
     with pytest.raises(InputDataError, match="label_window_days = 60 leaves an empty history"):
-        split_fully_observed(recent, SMALL, parse_section("split", {"label_window_days": 60}), parse_section("label", {}))
+        split_fully_observed(
+            recent, SMALL, parse_section("split", {"ranker_labels": "last_days", "label_window_days": 60}), parse_section("label", {})
+        )
+
+
+def _many_views(n_users: int = 40, n_items: int = 30, seed: int = 0) -> pl.DataFrame:
+    """A random log over Jul-Sep with repeated views of some pairs."""
+    rng = np.random.default_rng(seed)
+    n = 2_000
+    days = dt.date(2020, 7, 5) + np.array([dt.timedelta(days=int(d)) for d in rng.integers(0, 60, n)])
+    rows = [(int(u), int(i), d.isoformat(), float(w)) for u, i, d, w in zip(
+        rng.integers(0, n_users, n), rng.integers(0, n_items, n), days, rng.gamma(1.0, 1.0, n))]
+    return interactions(rows)
+
+
+def test_holdout_takes_whole_pairs_from_the_whole_period_and_never_shares_them_with_history() -> None:
+    big = _many_views()
+    small = interactions([(0, 0, "2020-07-07", 1.0)])
+    split = parse_section("split", {"ranker_labels": "holdout", "holdout_fraction": 0.25, "seed": 7})
+    result = split_fully_observed(big, small, split, parse_section("label", {}))
+    held, history = pairs(result.ranker_labels), pairs(result.history)
+    assert held and not held & history
+    # every training view is either history or a view of a held-out pair
+    n_train_pairs = len(pairs(result.train))
+    assert len(held) == round(0.25 * n_train_pairs) == result.summary["ranker_labels"]["pairs"]
+    assert held | history == pairs(result.train)
+    # one label row per held-out pair, and labels spread over the period rather than its end
+    assert result.ranker_labels.height == len(held)
+    months = set(result.ranker_labels[Columns.date].dt.month().to_list())
+    assert months == {7, 8, 9}
+    assert (0, 0) not in held | history  # the test pair left training first
+
+
+def test_holdout_is_seeded() -> None:
+    big = _many_views()
+    small = interactions([(0, 0, "2020-07-07", 1.0)])
+    label = parse_section("label", {})
+    draw = [
+        pairs(split_fully_observed(big, small, parse_section("split", {"seed": seed}), label).ranker_labels)
+        for seed in (1, 1, 2)
+    ]
+    assert draw[0] == draw[1] != draw[2]

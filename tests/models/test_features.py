@@ -174,3 +174,32 @@ def test_duration_buckets_are_fixed_and_ordered() -> None:
     buckets = frame.select(duration_bucket(pl.col("ms")).alias("bucket"))["bucket"]
     # edges 5s, 8s, 12s, 20s, 35s, 60s, 120s: 1s -> 0, 5s -> 1, 9s -> 2, 59.999s -> 5, 500s -> 7
     assert buckets.to_list() == [0, 1, 2, 5, 7, None]
+
+
+def test_residual_features_isolate_what_the_user_adds_to_the_videos_appeal() -> None:
+    # Video 0 (tag 1) is liked by everyone; user 0 watches video 1 (tag 2) e^1 times longer than
+    # user 1 does, so user 0's tag-2 residual is +0.5 and user 1's is -0.5 (the video mean is between).
+    def view(user: int, item: int, ratio: float) -> dict:
+        return {Columns.user: user, Columns.item: item, Columns.watch_ratio: ratio, Columns.play_duration: 1000,
+                Columns.video_duration: 1000, Columns.date: CUT - dt.timedelta(days=3),
+                Columns.timestamp: dt.datetime(2020, 8, 1, tzinfo=dt.UTC)}
+
+    e = float(np.exp(1.0))
+    history = pl.DataFrame([view(0, 0, 3.0), view(1, 0, 3.0), view(0, 1, e - 0.01), view(1, 1, 1.0 - 0.01)]).cast(
+        dict(INTERACTION_SCHEMA)
+    )
+    items = pl.DataFrame({Columns.item: [0, 1], Columns.tags: [[1], [2]]}).cast(
+        {Columns.item: pl.Int32, Columns.tags: pl.List(pl.Int8)}
+    )
+    pairs = pl.DataFrame({Columns.user: [0, 1, 0], Columns.item: [1, 1, 0]}).cast(pl.Int32)
+    from reco.models.features import user_residual_features
+
+    out = user_residual_features(history, items, pairs, threshold=2.0, smoothing=0.0)
+    assert out.select(PAIR_COLUMNS).rows() == pairs.rows()  # row order kept
+    tag_residual = out["ux_tag_lwr_resid"].to_list()
+    assert tag_residual[0] == pytest.approx(0.5, abs=1e-5) and tag_residual[1] == pytest.approx(-0.5, abs=1e-5)
+    assert tag_residual[2] == pytest.approx(0.0, abs=1e-5)  # everyone watched video 0 alike
+    assert out["u_lwr_resid"].to_list()[:2] == pytest.approx([0.25, -0.25], abs=1e-5)
+
+
+PAIR_COLUMNS = [Columns.user, Columns.item]
