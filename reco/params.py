@@ -84,7 +84,8 @@ class DataParams:
 class SplitParams:
     """How interactions are split into training, ranker-label and test sets (stage ``split``)."""
 
-    protocol: Literal["fully_observed"] = "fully_observed"
+    protocol: Literal["fully_observed", "temporal"] = "fully_observed"
+    temporal_test_fraction: float = 0.2  # temporal: the last share of small_matrix views is the test
     # Which logged views become the ranker's labels: `holdout` (a random share of training pairs
     # across the whole period, like the test) or `last_days` (the last label_window_days).
     ranker_labels: Literal["holdout", "last_days"] = "holdout"
@@ -93,6 +94,8 @@ class SplitParams:
     seed: int = 42  # `holdout`: which pairs are held out
 
     def validate(self) -> None:
+        if not 0.05 <= self.temporal_test_fraction <= 0.5:
+            _fail("split", "temporal_test_fraction", self.temporal_test_fraction, "a number in [0.05, 0.5]")
         if not 0.01 <= self.holdout_fraction <= 0.5:
             _fail("split", "holdout_fraction", self.holdout_fraction, "a number in [0.01, 0.5]")
         if not 1 <= self.label_window_days <= 60:
@@ -104,13 +107,22 @@ class SplitParams:
 class LabelParams:
     """What counts as a positive view."""
 
+    # threshold: positive when watch_ratio > threshold; duration_debiased: above the
+    # debiased_quantile of training views of similar length (see reco/data/labels.py).
+    kind: Literal["threshold", "duration_debiased"] = "threshold"
     threshold: float = 2.0  # positive: watch_ratio > threshold (the KuaiRec authors' suggestion)
-    # Graded relevance: the number of these edges a view's watch_ratio exceeds (0..len(edges)).
+    # Graded relevance: the number of these edges a view's label ratio exceeds (0..len(edges)).
     graded_edges: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
+    debiased_quantile: float = 0.95  # duration_debiased: per-bucket quantile of training watch ratios
+    duration_buckets: int = 8  # log-spaced duration buckets (fitted on training data)
 
     def validate(self) -> None:
         if not math.isfinite(self.threshold) or self.threshold < 0:
             _fail("label", "threshold", self.threshold, "a finite number >= 0")
+        if not 0.5 <= self.debiased_quantile < 1.0:
+            _fail("label", "debiased_quantile", self.debiased_quantile, "a number in [0.5, 1)")
+        if not 2 <= self.duration_buckets <= 50:
+            _fail("label", "duration_buckets", self.duration_buckets, "an integer in [2, 50]")
         edges = list(self.graded_edges)
         if not edges or edges != sorted(set(edges)) or edges[0] < 0:
             _fail("label", "graded_edges", edges, "a non-empty increasing list of numbers >= 0")

@@ -32,7 +32,8 @@ class Columns:
     friend_list: Final = "friend_list"
     user_active_degree: Final = "user_active_degree"
     expected_watch_ratio: Final = "expected_watch_ratio"  # simulator ground truth
-    label: Final = "label"  # binary relevance (watch_ratio > threshold)
+    label: Final = "label"  # binary relevance (label_ratio > threshold)
+    label_ratio: Final = "label_ratio"  # watch_ratio scaled by the label rule (reco/data/labels.py)
     relevance: Final = "relevance"  # graded relevance (watch-ratio buckets)
     score: Final = "score"
     rank: Final = "rank"

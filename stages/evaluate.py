@@ -23,6 +23,7 @@ FEATURES_DIR = Path("data/features/test")
 RANKER_DIR = Path("models/ranker")
 PREPARED_DIR = Path("data/prepared")
 CANDIDATES_FILE = Path("metrics/candidates.json")
+SPLIT_SUMMARY_FILE = Path("metrics/split_summary.json")
 RANKER_TRAINING_FILE = Path("metrics/ranker_training.json")
 METRICS_FILE = Path("metrics/metrics.json")
 UNCERTAINTY_FILE = Path("metrics/uncertainty.json")
@@ -80,7 +81,8 @@ def main() -> None:
             f"params.yaml: candidates.n = {candidate_stats['n']} is smaller than max(evaluate.ks) = {max(params.ks)}; "
             "expected candidates.n >= every K"
         )
-    train = pl.read_parquet(SPLIT_DIR / "train.parquet", columns=[Columns.user, Columns.item, Columns.watch_ratio])
+    split_summary = json.loads(SPLIT_SUMMARY_FILE.read_text(encoding="utf-8"))
+    train = pl.read_parquet(SPLIT_DIR / "train.parquet", columns=[Columns.user, Columns.item, Columns.watch_ratio, Columns.label_ratio])
     popularity = np.broadcast_to(
         popularity_item_scores(train, grid.items, label.threshold, params.popularity_smoothing), grid.relevant.shape
     )
@@ -107,8 +109,10 @@ def main() -> None:
     results = evaluate_models(grid, scores, list(params.ks), recommended=recommended)
     any_result = next(iter(results.values()))
     payload = {
-        "protocol": "fully_observed",
+        "protocol": split_summary["protocol"],
         "label_threshold": label.threshold,
+        "label_kind": label.kind,
+        "ranker_labels": split_summary["ranker_labels"]["kind"],
         "data": {
             "source": manifest["source"],
             "profile": manifest.get("profile"),

@@ -1,4 +1,4 @@
-"""Stage split: train / history / ranker-label / test sets for the fully observed protocol."""
+"""Stage split: train / history / ranker-label / test sets for `split.protocol` (fully_observed or temporal)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SUMMARY_FILE = Path("metrics/split_summary.json")
 def main() -> None:
     import polars as pl
 
-    from reco.data.split import split_fully_observed
+    from reco.data.split import split_interactions
     from reco.io import atomic_dir, write_json, write_parquet
     from reco.params import load_section
     from reco.schema import PreparedFiles
@@ -22,7 +22,7 @@ def main() -> None:
     split, label = load_section("split"), load_section("label")
     big = pl.read_parquet(PREPARED_DIR / PreparedFiles.big)
     small = pl.read_parquet(PREPARED_DIR / PreparedFiles.small)
-    result = split_fully_observed(big, small, split, label, source=str(PREPARED_DIR / PreparedFiles.big))
+    result = split_interactions(big, small, split, label, source=str(PREPARED_DIR / PreparedFiles.big))
     with atomic_dir(SPLIT_DIR) as tmp:
         for name in ("train", "history", "ranker_labels", "test"):
             write_parquet(getattr(result, name), tmp / f"{name}.parquet")

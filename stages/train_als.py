@@ -19,7 +19,9 @@ def main() -> None:
 
     interactions_path, out_dir = stage_args(USAGE, ["INTERACTIONS", "OUT_DIR"])
     als, label = load_section("als"), load_section("label")
-    interactions = pl.read_parquet(interactions_path, columns=[Columns.user, Columns.item, Columns.watch_ratio])
+    interactions = pl.read_parquet(
+        interactions_path, columns=[Columns.user, Columns.item, Columns.watch_ratio, Columns.label_ratio]
+    )
     model, _ = fit_als(interactions, als, threshold=label.threshold)
     save_als(model, out_dir)
 

@@ -1,4 +1,4 @@
-"""Leakage-free splits for the ``fully_observed`` protocol.
+"""Leakage-free splits: the ``fully_observed`` protocol (default) and ``temporal``.
 
 Protocol (Gao et al., KuaiRec, CIKM 2022): models learn from the logged feed ``big_matrix``; the
 test set is the nearly fully observed ``small_matrix``, where every (user, video) cell was shown,
@@ -28,8 +28,19 @@ so ranking metrics are unbiased. The sets are:
 ``test``
     ``small_matrix``, one row per pair, with the binary label and graded relevance.
 
-Labels: ``label = watch_ratio > label.threshold``; ``relevance`` = number of ``label.graded_edges``
-that ``watch_ratio`` exceeds (0..len(edges)).
+``split.protocol: temporal`` reproduces the common notebook setup instead, for comparison with
+published tables: ``small_matrix`` alone, split chronologically (the last
+``split.temporal_test_fraction`` of its timestamped views are the test; set ``label.threshold: 1.0``
+for their ``watch_ratio >= 1`` positives, which differs only on ratios of exactly 1.0). Each model
+then ranks, per test user, only that user's test-period videos. The fully observed protocol is the
+better default: there every test cell was shown, so a model is neither rewarded nor punished for
+what the feed happened to show, and there is no drift between a training past and a test future
+for the models to be judged on.
+
+Labels: ``label = label_ratio > label.threshold``; ``relevance`` = number of ``label.graded_edges``
+that ``label_ratio`` exceeds (0..len(edges)). ``label_ratio`` is ``watch_ratio`` under
+``label.kind: threshold`` and the duration-debiased ratio otherwise (:mod:`reco.data.labels`); it is
+written on every set so that downstream positives follow the same rule.
 
 Examples
 --------
@@ -48,6 +59,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from reco.data.labels import LABEL_KINDS, fit_label_rule, label_ratio_expr, labelled_ratio, positive_rate_by_bucket
 from reco.errors import InputDataError
 from reco.params import LabelParams, SplitParams
 from reco.schema import Columns
@@ -75,10 +87,11 @@ def graded_relevance(watch_ratio: pl.Expr, edges: Sequence[float]) -> pl.Expr:
 
 
 def with_labels(frame: pl.DataFrame, label: LabelParams) -> pl.DataFrame:
-    """Attach ``label`` (bool) and ``relevance`` (Int8) computed from ``watch_ratio``."""
+    """Attach ``label`` (bool) and ``relevance`` (Int8) from the label ratio (see reco.data.labels)."""
+    ratio = labelled_ratio(frame)
     return frame.with_columns(
-        (pl.col(Columns.watch_ratio) > label.threshold).alias(Columns.label),
-        graded_relevance(pl.col(Columns.watch_ratio), label.graded_edges).alias(Columns.relevance),
+        (ratio > label.threshold).alias(Columns.label),
+        graded_relevance(ratio, label.graded_edges).alias(Columns.relevance),
     )
 
 
@@ -111,15 +124,17 @@ def _positive_rate(frame: pl.DataFrame) -> float:
     return float(frame[Columns.label].mean()) if frame.height else 0.0
 
 
-def split_fully_observed(
+def split_interactions(
     big: pl.DataFrame, small: pl.DataFrame, split: SplitParams, label: LabelParams, *, source: str = "big_matrix"
 ) -> SplitResult:
-    """Split prepared interactions for the ``fully_observed`` protocol.
+    """Split prepared interactions for ``split.protocol`` (see the module docstring).
 
     Parameters
     ----------
     big, small
-        Prepared ``big_matrix`` / ``small_matrix`` (``reco.schema.INTERACTION_SCHEMA``).
+        Prepared ``big_matrix`` / ``small_matrix`` (``reco.schema.INTERACTION_SCHEMA``). Under
+        ``temporal`` only ``small`` is used: its earliest ``1 - split.temporal_test_fraction`` of
+        timestamped rows train, the rest is the test.
     split, label
         The ``split`` and ``label`` params sections.
     source
@@ -130,10 +145,30 @@ def split_fully_observed(
     InputDataError
         If a set is empty or a test pair leaks into any training set.
     """
+    protocol_info: dict[str, Any] = {}
+    if split.protocol == "temporal":
+        # The notebooks' setup: small_matrix alone, cut chronologically (rows without a time can't be placed).
+        timed = small.filter(pl.col(Columns.timestamp).is_not_null())
+        if timed.height < 2:
+            raise InputDataError(source, f"split.protocol = 'temporal' needs timestamped small_matrix rows; found {timed.height}")
+        cut = timed[Columns.timestamp].sort()[int(round((1 - split.temporal_test_fraction) * (timed.height - 1)))]
+        protocol_info = {
+            "temporal_cut": cut.isoformat(),
+            "test_fraction": split.temporal_test_fraction,
+            "small_matrix_rows_without_timestamp": small.height - timed.height,
+        }
+        big = timed.filter(pl.col(Columns.timestamp) <= cut)
+        small = timed.filter(pl.col(Columns.timestamp) > cut)
+        if small.height == 0:
+            raise InputDataError(source, f"split.temporal_test_fraction = {split.temporal_test_fraction} leaves no test rows")
     test_pairs = small.select(PAIR).unique()
     train = big.join(test_pairs, on=PAIR, how="anti").sort([Columns.user, Columns.timestamp, Columns.item])
     if train.height == 0:
-        raise InputDataError(source, "no training rows left after removing the small_matrix pairs")
+        raise InputDataError(source, "no training rows left after removing the test pairs")
+    # The label rule is fitted on training views only; every set carries its label ratio.
+    rule = fit_label_rule(train, label)
+    train = train.with_columns(label_ratio_expr(rule))
+    small = small.with_columns(label_ratio_expr(rule))
 
     if split.ranker_labels == "holdout":
         history, window, held_out = _holdout_pairs(train, split.holdout_fraction, split.seed)
@@ -181,11 +216,12 @@ def split_fully_observed(
 
     summary = {
         "protocol": split.protocol,
+        **protocol_info,
         "label_threshold": label.threshold,
         "ranker_labels": label_set,
         "rows": {
-            "big_matrix": big.height,
-            "removed_test_pairs_from_big": big.height - train.height,
+            "training_source": big.height,
+            "removed_test_pairs_from_training_source": big.height - train.height,
             "train": train.height,
             "history": history.height,
             "ranker_label_views": window.height,
@@ -207,5 +243,10 @@ def split_fully_observed(
             "test": _positive_rate(test),
         },
         "leakage_check": {"test_pairs_in_training_sets": leaked, "passed": True},
+        "label_rule": rule.as_dict(),
+        "positive_rate_by_duration_bucket": {
+            kind: {name: positive_rate_by_bucket(frame, kind_rule, rule.edges_ms) for name, frame in (("train", train), ("test", small))}
+            for kind, kind_rule in ((kind, fit_label_rule(train, label, kind)) for kind in LABEL_KINDS)
+        },
     }
     return SplitResult(train=train, history=history, ranker_labels=ranker_labels, test=test, summary=summary)

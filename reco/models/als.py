@@ -57,6 +57,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import scipy.sparse  # noqa: E402
 
+from reco.data.labels import labelled_ratio  # noqa: E402
 from reco.errors import InputDataError, ParamsError  # noqa: E402
 from reco.io import atomic_dir, read_npy, write_json, write_npy  # noqa: E402
 from reco.params import AlsParams, as_dict  # noqa: E402
@@ -228,10 +229,12 @@ def _confidence_pairs(
         raise ParamsError(f"params.yaml: als.alpha = {alpha!r} is invalid; expected a number >= 0")
     _check_interactions(interactions)
     ratio = pl.col(Columns.watch_ratio).cast(pl.Float64)
+    # Positives follow the label rule (split's label_ratio; plain watch_ratio for raw frames).
+    positive = pl.col("_label_ratio") > threshold
     if confidence == "binary":
-        value = pl.when(ratio > threshold).then(pl.lit(1.0)).otherwise(pl.lit(0.0))
+        value = pl.when(positive).then(pl.lit(1.0)).otherwise(pl.lit(0.0))
     elif confidence == "signed":
-        value = pl.when(ratio > threshold).then(pl.lit(1.0)).otherwise(pl.lit(-1.0))
+        value = pl.when(positive).then(pl.lit(1.0)).otherwise(pl.lit(-1.0))
     elif confidence == "watch_ratio":
         value = pl.min_horizontal(ratio, pl.lit(WATCH_RATIO_CAP))
     else:
@@ -239,7 +242,7 @@ def _confidence_pairs(
     return (
         interactions.lazy()
         .group_by(Columns.user, Columns.item)
-        .agg(pl.col(Columns.watch_ratio).cast(pl.Float64).max())
+        .agg(pl.col(Columns.watch_ratio).cast(pl.Float64).max(), labelled_ratio(interactions).max().alias("_label_ratio"))
         .with_columns(value.alias("v"))
         .filter(pl.col("v") != 0)
         .select(

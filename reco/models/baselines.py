@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from reco.data.labels import labelled_ratio
 from reco.schema import Columns
 
 
@@ -25,7 +26,7 @@ def random_scores(n_users: int, n_items: int, seed: int) -> np.ndarray:
 
 def popularity_item_scores(train: pl.DataFrame, items: np.ndarray, threshold: float, smoothing: float) -> np.ndarray:
     """Smoothed positive rate of each of ``items`` in ``train`` (global rate for unseen items)."""
-    positive = (pl.col(Columns.watch_ratio) > threshold).cast(pl.Float64)
+    positive = (labelled_ratio(train) > threshold).cast(pl.Float64)
     global_rate = float(train.select(positive.mean()).item())
     per_item = train.group_by(Columns.item).agg(positive.sum().alias("pos"), pl.len().alias("views"))
     scored = (

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from reco.data.labels import labelled_ratio
 from reco.models.als import AlsModel, item_scores
 from reco.schema import Columns
 
@@ -90,7 +91,7 @@ def _history_with_marks(history: pl.DataFrame, threshold: float) -> pl.LazyFrame
         Columns.play_duration,
         # Float64 for every aggregate: polars' parallel group-by may sum in a different order run to
         # run; in float64 that moves only bits that the final float32 cast drops (byte-identical output).
-        (pl.col(Columns.watch_ratio) > threshold).cast(pl.Float64).alias("_pos"),
+        (labelled_ratio(history) > threshold).cast(pl.Float64).alias("_pos"),
         (pl.col(Columns.watch_ratio).cast(pl.Float64) + _LOG_EPS).log().alias("_log_wr"),
     )
 

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from reco.data.split import graded_relevance, split_fully_observed
+from reco.data.split import graded_relevance, split_interactions
 from reco.errors import InputDataError
 from reco.params import parse_section
 from reco.schema import INTERACTION_SCHEMA, Columns
@@ -45,7 +45,7 @@ SMALL = interactions([(1, 11, "2020-07-07", 2.1), (2, 12, "2020-07-07", 0.3), (3
 
 
 def run(window_days: int = 2, threshold: float = 2.0):
-    return split_fully_observed(
+    return split_interactions(
         BIG,
         SMALL,
         parse_section("split", {"ranker_labels": "last_days", "label_window_days": window_days}),
@@ -89,7 +89,7 @@ def test_labels_and_graded_relevance() -> None:
 def test_window_covering_all_training_dates_is_refused() -> None:
     recent = BIG.filter(pl.col(Columns.date) >= dt.date(2020, 8, 1))
     with pytest.raises(InputDataError, match="label_window_days = 60 leaves an empty history"):
-        split_fully_observed(
+        split_interactions(
             recent, SMALL, parse_section("split", {"ranker_labels": "last_days", "label_window_days": 60}), parse_section("label", {})
         )
 
@@ -108,7 +108,7 @@ def test_holdout_takes_whole_pairs_from_the_whole_period_and_never_shares_them_w
     big = _many_views()
     small = interactions([(0, 0, "2020-07-07", 1.0)])
     split = parse_section("split", {"ranker_labels": "holdout", "holdout_fraction": 0.25, "seed": 7})
-    result = split_fully_observed(big, small, split, parse_section("label", {}))
+    result = split_interactions(big, small, split, parse_section("label", {}))
     held, history = pairs(result.ranker_labels), pairs(result.history)
     assert held and not held & history
     # every training view is either history or a view of a held-out pair
@@ -127,7 +127,38 @@ def test_holdout_is_seeded() -> None:
     small = interactions([(0, 0, "2020-07-07", 1.0)])
     label = parse_section("label", {})
     draw = [
-        pairs(split_fully_observed(big, small, parse_section("split", {"seed": seed}), label).ranker_labels)
+        pairs(split_interactions(big, small, parse_section("split", {"seed": seed}), label).ranker_labels)
         for seed in (1, 1, 2)
     ]
     assert draw[0] == draw[1] != draw[2]
+
+
+def test_temporal_protocol_cuts_small_matrix_chronologically() -> None:
+    small = interactions(
+        [(u, i, f"2020-07-{5 + d:02d}", 0.5 + d) for d, (u, i) in enumerate([(1, 1), (1, 2), (2, 1), (2, 2), (1, 3)])]
+        + [(2, 3, "2020-07-20", 1.5), (1, 4, "2020-07-21", 0.2), (2, 4, "2020-07-22", 3.0), (1, 5, "2020-07-23", 0.9),
+           (2, 5, "2020-07-24", 2.0)]
+    )
+    split = parse_section("split", {"protocol": "temporal", "temporal_test_fraction": 0.2, "ranker_labels": "holdout", "holdout_fraction": 0.5})
+    result = split_interactions(BIG, small, split, parse_section("label", {"threshold": 1.0}))
+    # big_matrix is not used; the last 20% of the 10 timestamped views are the test
+    assert pairs(result.test) == {(1, 5), (2, 5)}
+    assert pairs(result.train) == pairs(small) - {(1, 5), (2, 5)}
+    assert result.train[Columns.timestamp].max() < result.test[Columns.timestamp].min()
+    assert result.summary["protocol"] == "temporal" and result.summary["temporal_cut"].startswith("2020-07-22")
+    # positives: watch_ratio > 1.0 (0.9 is not, 2.0 is)
+    assert result.test.sort(Columns.user)[Columns.label].to_list() == [False, True]
+
+
+def test_duration_debiased_label_is_written_on_every_set_and_summarised_per_bucket() -> None:
+    result = split_interactions(
+        BIG, SMALL, parse_section("split", {}), parse_section("label", {"kind": "duration_debiased", "duration_buckets": 2})
+    )
+    for frame in (result.train, result.history, result.ranker_labels, result.test):
+        assert Columns.label_ratio in frame.columns
+    # labels follow the label ratio, not the raw watch ratio
+    test = result.test
+    assert test[Columns.label].to_list() == (test[Columns.label_ratio] > 2.0).to_list()
+    by_bucket = result.summary["positive_rate_by_duration_bucket"]
+    assert set(by_bucket) == {"threshold", "duration_debiased"} and set(by_bucket["threshold"]) == {"train", "test"}
+    assert result.summary["label_rule"]["kind"] == "duration_debiased"
