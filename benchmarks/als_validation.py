@@ -1,45 +1,76 @@
-"""Select ALS settings on the ranker's label window (ALS on history -> ranking the window's logged views).
+"""Choose ALS settings on the ranker's labels (ALS fitted on ``history``), never on the test set.
 
-Never on the test set. Run after `dvc repro split`: `python benchmarks/als_validation.py ALPHA:NEG_WEIGHT:REG:FACTORS:ITERS ...`
-(NEG_WEIGHT < 0 means the log1p_watch_ratio confidence on every view). Prints validation NDCG@10 per setting.
+Each setting is fitted with the pipeline's own :func:`reco.models.als.fit_als` on
+``data/split/history.parquet`` and ranks, for a seeded sample of users, the logged views held out
+in ``data/split/ranker_labels.parquet`` (every one of them has a real label). The smoothed
+popularity of the same history is printed as the bar to clear. Run after ``dvc repro split``::
+
+    python benchmarks/als_validation.py signed:1:10:100:32 binary:1:0:100:32 log1p_watch_ratio:1:0:10:64
+
+A setting is ``CONFIDENCE:ALPHA:NEGATIVE_WEIGHT:REGULARIZATION:FACTORS``; iterations, seed and
+threads come from ``params.yaml``. Prints validation NDCG@10 and MAP@10 per setting.
 """
-import os, sys, time
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import numpy as np, polars as pl, scipy.sparse as sp
-from threadpoolctl import threadpool_limits
-from implicit.als import AlternatingLeastSquares
-from reco.models.als import IdMap
-from reco.evaluation.evaluate import build_test_grid, evaluate_models
-hist = pl.read_parquet("data/split/history.parquet", columns=["user_id","video_id","watch_ratio"])
-pairs = hist.group_by(["user_id","video_id"]).agg(pl.col("watch_ratio").max())
-lab = pl.read_parquet("data/split/ranker_labels.parquet")
-users = np.unique(lab["user_id"].to_numpy()); rng=np.random.default_rng(0); users=np.sort(rng.choice(users, 1500, replace=False))
-lab = lab.join(pl.DataFrame({"user_id": users.astype(np.int32)}), on="user_id", how="semi")
-grid = build_test_grid(lab)
-uids = IdMap.from_values(pairs["user_id"].to_numpy()); iids = IdMap.from_values(pairs["video_id"].to_numpy())
-r = uids.index_of(pairs["user_id"].to_numpy()); c = iids.index_of(pairs["video_id"].to_numpy())
-wr = pairs["watch_ratio"].to_numpy()
-pos_rate = pl.DataFrame({"video_id": pairs["video_id"], "p": (wr>2).astype(np.float64)}).group_by("video_id").agg(pl.col("p").sum().alias("pos"), pl.len().alias("n"))
-g = (wr>2).mean()
-pop = pl.DataFrame({"video_id": grid.items}).join(pos_rate, on="video_id", how="left").select(((pl.col("pos").fill_null(0)+50*g)/(pl.col("n").fill_null(0)+50)))
-pops = np.broadcast_to(pop.to_numpy().ravel().astype(np.float32), grid.relevant.shape)
-res = evaluate_models(grid, {"pop": pops}, [10])["pop"].summary
-print("popularity ndcg10=%.4f" % res["ndcg_at_10"])
-for spec in sys.argv[1:]:
-    alpha, beta, reg, f, it = spec.split(":"); alpha, beta, reg = float(alpha), float(beta), float(reg); f=int(f); it=int(it)
-    pos = wr > 2.0
-    if beta < 0:  # log1p confidence on every view (the original default)
-        vals = (1 + alpha*np.log1p(wr)).astype(np.float32); keep = wr > 0
-    else:
-        vals = np.where(pos, 1 + alpha, -(1 + beta)).astype(np.float32); keep = pos | (beta > 0)
-    m = sp.csr_matrix((vals[keep], (r[keep], c[keep])), shape=(len(uids), len(iids)), dtype=np.float32)
-    t=time.time()
-    with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(factors=f, regularization=reg, alpha=1.0, iterations=it, random_state=42, num_threads=2, use_gpu=False)
-        model.fit(m, show_progress=False)
-    U = model.user_factors; V = model.item_factors
-    ui = uids.index_of(grid.users); ii = iids.index_of(grid.items)
-    s = np.where((ui[:,None]>=0)&(ii[None,:]>=0), U[ui] @ V[ii].T, np.nan)
-    res = evaluate_models(grid, {"als": s}, [10])["als"].summary
-    print(spec, "val ndcg10=%.4f map10=%.4f %.0fs" % (res["ndcg_at_10"], res["map_at_10"], time.time()-t), flush=True)
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS (implicit's speed)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from reco.evaluation.evaluate import build_test_grid, evaluate_models  # noqa: E402
+from reco.models.als import fit_als, item_scores  # noqa: E402
+from reco.models.baselines import popularity_item_scores  # noqa: E402
+from reco.params import load_section  # noqa: E402
+from reco.schema import Columns  # noqa: E402
+
+SPLIT_DIR = Path("data/split")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("settings", nargs="+", help="CONFIDENCE:ALPHA:NEGATIVE_WEIGHT:REGULARIZATION:FACTORS")
+    parser.add_argument("--users", type=int, default=1500, help="validation users sampled (seeded)")
+    args = parser.parse_args()
+
+    label, base = load_section("label"), load_section("als")
+    history = pl.read_parquet(SPLIT_DIR / "history.parquet")
+    labels = pl.read_parquet(SPLIT_DIR / "ranker_labels.parquet")
+    users = np.unique(labels[Columns.user].to_numpy())
+    chosen = np.sort(np.random.default_rng(0).choice(users, min(args.users, len(users)), replace=False))
+    labels = labels.join(pl.DataFrame({Columns.user: chosen.astype(np.int32)}), on=Columns.user, how="semi")
+    grid = build_test_grid(labels)
+    popularity = popularity_item_scores(history, grid.items, label.threshold, 50.0)
+    baseline = evaluate_models(grid, {"popularity": np.broadcast_to(popularity, grid.relevant.shape)}, [10])
+    print(f"popularity          val ndcg@10={baseline['popularity'].summary['ndcg_at_10']:.4f}", flush=True)
+    for setting in args.settings:
+        confidence, alpha, negative_weight, regularization, factors = setting.split(":")
+        params = dataclasses.replace(
+            base,
+            confidence=confidence,
+            alpha=float(alpha),
+            negative_weight=float(negative_weight),
+            regularization=float(regularization),
+            factors=int(factors),
+        )
+        started = time.perf_counter()
+        model, _ = fit_als(history, params, threshold=label.threshold)
+        scores = item_scores(model, grid.users, grid.items)
+        summary = evaluate_models(grid, {"als": scores}, [10])["als"].summary
+        print(
+            f"{setting:<20} val ndcg@10={summary['ndcg_at_10']:.4f} map@10={summary['map_at_10']:.4f} "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1064,7 +1064,7 @@ def render_run(run: Mapping[str, Any], cores: int | None = None) -> list[str]:
             f"({disk['cache_filesystem'] or 'filesystem unknown'}). Cached output files by link: {links or 'none'}.",
             "",
         ]
-        if disk["duplicated_bytes"] and "hardlink" in disk["link_types_supported"]:
+        if disk["duplicated_bytes"] >= LARGE_FILE_BYTES and "hardlink" in disk["link_types_supported"]:
             lines += [
                 "Outputs are stored twice (workspace + cache). This filesystem supports hardlinks: "
                 "`--cache-type hardlink,symlink` measures the pipeline with DVC linking instead of copying "
