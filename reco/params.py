@@ -133,9 +133,9 @@ class AlsParams:
     """implicit ALS (stage ``train_als``)."""
 
     factors: int = 32
-    regularization: float = 100.0
-    alpha: float = 1.0  # confidence of a positive view = 1 + alpha * value
-    negative_weight: float = 10.0  # `signed` only: confidence of a shown-but-not-positive view
+    regularization: float = 1000.0
+    alpha: float = 50.0  # confidence of a positive view = 1 + alpha * value
+    negative_weight: float = 250.0  # `signed` only: confidence of a shown-but-not-positive view
     iterations: int = 15
     confidence: Literal["binary", "watch_ratio", "log1p_watch_ratio", "signed"] = "signed"
     random_state: int = 42

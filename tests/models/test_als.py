@@ -61,7 +61,7 @@ def group_of_item(item: np.ndarray) -> np.ndarray:
     return (np.asarray(item) - 1000) // ITEMS_PER_GROUP
 
 
-SMALL_ALS = {"factors": 3, "iterations": 10, "regularization": 1.0, "num_threads": 1, "confidence": "binary"}
+SMALL_ALS = {"factors": 3, "iterations": 10, "regularization": 1.0, "alpha": 1.0, "num_threads": 1, "confidence": "binary"}
 
 
 # factors = the planted rank (3); with 8 factors and 7 views per user ALS overfits the off-block view.
