@@ -266,17 +266,22 @@ def _protocol_section(inputs: ModelCardInputs) -> list[str]:
 
 def _label_section(inputs: ModelCardInputs) -> list[str]:
     threshold = inputs.label.get("threshold", inputs.metrics.get("label_threshold"))
-    lines = [
-        "## Label",
-        "",
-        f"- Positive (evaluation, popularity baseline, ALS confidence): `watch_ratio > {fmt(threshold, 2)}` "
-        "(watch_ratio = play duration / video duration).",
-    ]
+    if inputs.label.get("kind") == "duration_debiased":
+        rule = (
+            f"`label_ratio > {fmt(threshold, 2)}`, the duration-debiased label: a view's watch_ratio is above the "
+            f"{fmt(inputs.label.get('debiased_quantile'), 2)} quantile of training views of videos of similar length "
+            f"({inputs.label.get('duration_buckets')} log-spaced duration buckets fitted on training data)"
+        )
+        ratio = "label ratio"
+    else:
+        rule = f"`watch_ratio > {fmt(threshold, 2)}` (watch_ratio = play duration / video duration)"
+        ratio = "watch_ratio"
+    lines = ["## Label", "", f"- Positive (evaluation, popularity baseline, ALS confidence, features): {rule}."]
     ranker_label = inputs.model_params.get("ranker", {}).get("label")
     if ranker_label == "graded":
         lines.append(
             "- The ranker trains on graded relevance: the number of edges "
-            f"{fmt(list(inputs.label.get('graded_edges', [])), 1)} a view's watch_ratio exceeds."
+            f"{fmt(list(inputs.label.get('graded_edges', [])), 1)} a view's {ratio} exceeds."
         )
     elif ranker_label is not None:
         lines.append(f"- The ranker trains on the `{ranker_label}` label.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -137,3 +138,13 @@ def test_lightgbm_card_params_keeps_only_the_shown_settings() -> None:
     booster = {"objective": "lambdarank", "learning_rate": 0.05, "verbosity": -1, "gpu_device_id": -1}
     shown = lightgbm_card_params(booster)
     assert shown == {"objective": "lambdarank", "learning_rate": 0.05}
+
+
+def test_label_section_names_the_label_kind(tmp_path: Path) -> None:
+    inputs = card_inputs(als_beats_popularity=False, tmp_path=tmp_path)
+    debiased = dataclasses.replace(
+        inputs, label={**inputs.label, "kind": "duration_debiased", "debiased_quantile": 0.95, "duration_buckets": 8}
+    )
+    label_part = render_model_card(debiased).split("## Label")[1].split("## Models")[0]
+    assert "duration-debiased" in label_part and "0.95 quantile" in label_part and "8 log-spaced" in label_part
+    assert "`watch_ratio > 2.00`" not in label_part
