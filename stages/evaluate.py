@@ -1,7 +1,8 @@
 """Stage evaluate: every model ranks the same test users x test catalogue; writes the metrics.
 
 Models: random, popularity, als (the candidate generator alone), ranker (ALS candidates re-ranked
-by LightGBM) and, when the source is the simulator, oracle (its ground truth).
+by LightGBM) and, when the source is the simulator, oracle (its ground truth) and oracle_item (each
+video's true mean over the test users, the same list for everyone: the non-personalised ceiling).
 
 Outputs: ``metrics/metrics.json`` (flat means, read by ``dvc metrics diff``),
 ``metrics/uncertainty.json`` (bootstrap intervals and paired differences over users),
@@ -105,6 +106,9 @@ def main() -> None:
     if manifest["source"] == "simulate":
         truth = pl.read_parquet(RAW_DIR / RawFiles.ground_truth)
         scores["oracle"] = grid_scores(truth, grid.users, grid.items, Columns.expected_watch_ratio)
+        # The best any non-personalised ranking can do: every video's true mean over the test users.
+        item_truth = np.nanmean(np.where(grid.observed, scores["oracle"], np.nan), axis=0)
+        scores["oracle_item"] = np.broadcast_to(item_truth.astype(np.float32), grid.relevant.shape)
     recommended = top_k_lists(grid, scores, max(params.ks))
     results = evaluate_models(grid, scores, list(params.ks), recommended=recommended)
     any_result = next(iter(results.values()))

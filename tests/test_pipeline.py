@@ -101,7 +101,7 @@ def test_metrics_layout_and_model_order(pipeline: Path) -> None:
     assert metrics["protocol"] == "fully_observed"
     assert metrics["label_threshold"] == 2.0
     assert metrics["data"]["source"] == "simulate" and metrics["data"]["profile"] == "tiny"
-    assert set(metrics["models"]) == {"random", "popularity", "als", "ranker", "oracle"}
+    assert set(metrics["models"]) == {"random", "popularity", "als", "ranker", "oracle", "oracle_item"}
     for model in metrics["models"].values():
         for k in (5, 10, 20):
             for name in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage"):
@@ -280,7 +280,7 @@ def test_plots_render_from_the_outputs_without_network(pipeline: Path, tmp_path:
         (rendered,) = shown["data"][plot_id]
         assert rendered["type"] == "vega" and rendered["content"]["data"]["values"], plot_id
     rows = shown["data"]["metrics_at_k"][0]["content"]["data"]["values"]
-    assert {row["model"] for row in rows} == {"random", "popularity", "als", "ranker", "oracle"}
+    assert {row["model"] for row in rows} == {"random", "popularity", "als", "ranker", "oracle", "oracle_item"}
     assert {row["field"] for row in rows} == {"precision", "recall", "ndcg", "map"}
     # The HTML page (template from .dvc/config) inlines vega, vega-lite and vega-embed: no CDN.
     out = tmp_path / "html"
