@@ -138,7 +138,7 @@ def main() -> None:
         for k in params.ks
     ]
     write_json(per_k, PLOTS_DIR / "metrics_at_k.json")
-    write_parquet(top_k_frame(grid, scores["ranker"], params.top_k_output), RECOMMENDATIONS_FILE)
+    write_parquet(top_k_frame(grid, scores["ranker"], params.top_k_output, recommended["ranker"]), RECOMMENDATIONS_FILE)
 
     uncertainty = uncertainty_report(results, params.bootstrap_samples, params.seed)
     write_json(uncertainty, UNCERTAINTY_FILE)

@@ -214,6 +214,8 @@ def split_interactions(
     if any(leaked.values()):
         raise InputDataError(source, f"leakage: test (user, video) pairs found in training sets: {leaked}")
 
+    # Both kinds for the summary; the active one is already fitted.
+    rules_by_kind = {kind: rule if kind == rule.kind else fit_label_rule(train, label, kind) for kind in LABEL_KINDS}
     summary = {
         "protocol": split.protocol,
         **protocol_info,
@@ -246,7 +248,7 @@ def split_interactions(
         "label_rule": rule.as_dict(),
         "positive_rate_by_duration_bucket": {
             kind: {name: positive_rate_by_bucket(frame, kind_rule, rule.edges_ms) for name, frame in (("train", train), ("test", small))}
-            for kind, kind_rule in ((kind, fit_label_rule(train, label, kind)) for kind in LABEL_KINDS)
+            for kind, kind_rule in rules_by_kind.items()
         },
     }
     return SplitResult(train=train, history=history, ranker_labels=ranker_labels, test=test, summary=summary)

@@ -83,9 +83,16 @@ def evaluate_models(
     }
 
 
-def top_k_frame(grid: TestGrid, matrix: np.ndarray, k: int) -> pl.DataFrame:
-    """The product's output: top-``k`` (user_id, video_id, rank, score) per test user."""
-    recommended = top_k_items(np.asarray(matrix, dtype=np.float64), k, valid=grid.observed)
+def top_k_frame(grid: TestGrid, matrix: np.ndarray, k: int, recommended: np.ndarray | None = None) -> pl.DataFrame:
+    """The product's output: top-``k`` (user_id, video_id, rank, score) per test user.
+
+    ``recommended`` (this matrix's list from :func:`top_k_lists` with at least ``k`` columns) skips
+    the selection: top-K lists are nested, so its first ``k`` columns are the top-``k``.
+    """
+    if recommended is None or recommended.shape[1] < k:
+        recommended = top_k_items(np.asarray(matrix, dtype=np.float64), k, valid=grid.observed)
+    else:
+        recommended = recommended[:, :k]
     n_users = len(grid.users)
     ranks = np.tile(np.arange(1, k + 1, dtype=np.int16), n_users)
     flat = recommended.ravel()

@@ -34,13 +34,21 @@ array([[1, 2],
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
 
-__all__ = ["DEFINITIONS", "METRIC_NAMES", "RankingResult", "metric_key", "ranking_metrics", "top_k_items"]
+__all__ = [
+    "DEFINITIONS",
+    "METRIC_NAMES",
+    "RankingResult",
+    "common_evaluated_users",
+    "metric_key",
+    "ranking_metrics",
+    "top_k_items",
+]
 
 METRIC_NAMES: tuple[str, ...] = ("precision", "recall", "ndcg", "map", "hit_rate")
 
@@ -395,3 +403,22 @@ def _first_rank_per_item(rec: np.ndarray, n_catalogue_items: int) -> np.ndarray:
     is_item = rec >= 0
     np.minimum.at(first, rec[is_item], cols[is_item])
     return first
+
+
+def common_evaluated_users(results: Mapping[str, RankingResult], what: str) -> np.ndarray:
+    """The evaluated users shared by every model of ``results`` (for per-user comparisons).
+
+    Raises
+    ------
+    ValueError
+        If ``results`` is empty (``what`` names the caller's task) or two models were evaluated on
+        different users.
+    """
+    if not results:
+        raise ValueError(f"no model results to {what}")
+    names = list(results)
+    users = results[names[0]].evaluated_users
+    for name in names[1:]:
+        if not np.array_equal(results[name].evaluated_users, users):
+            raise ValueError(f"models {names[0]!r} and {name!r} were evaluated on different users")
+    return users

@@ -29,7 +29,7 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
-from reco.evaluation.metrics import RankingResult, metric_key
+from reco.evaluation.metrics import RankingResult, common_evaluated_users, metric_key
 from reco.schema import Columns
 
 __all__ = [
@@ -185,13 +185,8 @@ def segments_report(
     >>> out["user_active_degree"]["a"]["models"]["m"], out["user_active_degree"]["b"]["models"]["m"]
     ({'ndcg_at_1': 1.0}, {'ndcg_at_1': 0.0})
     """
-    if not results:
-        raise ValueError("no model results to segment")
+    evaluated = common_evaluated_users(results, "segment")
     names = list(results)
-    evaluated = results[names[0]].evaluated_users
-    for name in names[1:]:
-        if not np.array_equal(results[name].evaluated_users, evaluated):
-            raise ValueError(f"models {names[0]!r} and {name!r} were evaluated on different users")
     keys = [metric_key(name, k) for name in metric_names]
     missing = [key for key in keys if key not in results[names[0]].per_user]
     if missing:

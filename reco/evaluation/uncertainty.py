@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from reco.evaluation.metrics import RankingResult
+from reco.evaluation.metrics import RankingResult, common_evaluated_users
 
 __all__ = [
     "CONFIDENCE",
@@ -331,13 +331,7 @@ def uncertainty_report(
     >>> report["paired"]["a-b"]["hit_rate_at_1"]["win_rate"]
     0.5
     """
-    if not results:
-        raise ValueError("no model results to bootstrap")
-    names = list(results)
-    users = results[names[0]].evaluated_users
-    for name in names[1:]:
-        if not np.array_equal(results[name].evaluated_users, users):
-            raise ValueError(f"models {names[0]!r} and {name!r} were evaluated on different users")
+    users = common_evaluated_users(results, "bootstrap")
     weights = bootstrap_weights(len(users), samples, seed)
     intervals = {
         name: metric_intervals(result.per_user, weights, confidence, ndigits) for name, result in results.items()
