@@ -199,6 +199,9 @@ class RankerParams:
     lambdarank_truncation_level: int = 20
     max_bin: int = 63
     train_users: int = 3000  # users sampled from the ranker labels (cost grows with rows)
+    # Keep only labelled pairs ranked this high by the history ALS (rank percentile, 0 = top):
+    # the ranker then learns on the kind of rows the candidates stage hands it. 1.0 keeps all.
+    candidate_rank_pct: float = 1.0
     valid_fraction: float = 0.2  # user-disjoint validation share for early stopping
     seed: int = 42
     num_threads: int = 2
@@ -224,6 +227,8 @@ class RankerParams:
             _fail("ranker", "max_bin", self.max_bin, "an integer in [2, 1024]")
         if self.train_users < 10:
             _fail("ranker", "train_users", self.train_users, "an integer >= 10")
+        if not 0 < self.candidate_rank_pct <= 1:
+            _fail("ranker", "candidate_rank_pct", self.candidate_rank_pct, "a number in (0, 1]")
         if not 0 < self.valid_fraction < 1:
             _fail("ranker", "valid_fraction", self.valid_fraction, "a number in (0, 1)")
         if self.num_threads < 1:

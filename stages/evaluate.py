@@ -153,7 +153,7 @@ def main() -> None:
 
     # Model parameters as the models saved them (not params.yaml: evaluate declares only its own sections).
     ranker_training = json.loads(RANKER_TRAINING_FILE.read_text(encoding="utf-8"))
-    training_keys = ("label", "best_iteration", "train_users", "valid_users")
+    training_keys = ("label", "candidate_rank_pct", "best_iteration", "train_users", "valid_users", "train_rows")
     model_params = {
         "popularity": {"smoothing": params.popularity_smoothing, "threshold": label.threshold},
         "als": dict(als_model.params),

@@ -606,6 +606,8 @@ PARAMS_RULES = [
     ("ranker", "feature_fraction", 1.5, "a number in (0, 1]"),
     ("ranker", "valid_fraction", 1.0, "a number in (0, 1)"),
     ("ranker", "train_users", 5, "an integer >= 10"),
+    ("ranker", "candidate_rank_pct", 0.0, "a number in (0, 1]"),
+    ("ranker", "candidate_rank_pct", 1.5, "a number in (0, 1]"),
     ("ranker", "seed", 2**31, "an integer in [0, 2147483647]"),
     ("evaluate", "ks", [], "a non-empty increasing list of integers >= 1"),
     ("evaluate", "ks", [10, 5], "a non-empty increasing list of integers >= 1"),

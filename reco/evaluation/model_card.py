@@ -247,7 +247,9 @@ def _protocol_section(inputs: ModelCardInputs) -> list[str]:
             "removed from training. Each model ranks, for every test user, only the observed cells of the test "
             "catalogue, so every recommended item has a real label. The ranker learns from logged views held out "
             "of training (`split.ranker_labels`, recorded in `metrics/split_summary.json`), with ALS and every "
-            "feature computed from the rest; for the test, ALS is refitted on all training data."
+            "feature computed from the rest, keeping the views that ALS ranks within the top "
+            "`ranker.candidate_rank_pct` of the user's list (the kind of rows the candidates stage hands it); "
+            "for the test, ALS is refitted on all training data."
         )
     else:
         lines.append(f"`{protocol}`.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,21 @@ def test_binary_objective_trains() -> None:
     ranker = train_ranker(planted_table(), FEATURES, ["category"], params)
     assert ranker.summary["valid_metric"] == "auc"
     assert ranker.summary["best_valid_score"] > 0.8
+
+
+def test_candidate_rank_pct_trains_only_on_rows_als_would_hand_over() -> None:
+    table = planted_table()
+    rank_pct = np.random.default_rng(3).random(table.height).astype(np.float32)
+    rank_pct[:40] = np.nan  # pairs unknown to ALS: their users are served popularity candidates, so kept
+    table = table.with_columns(pl.Series("als_rank_pct", rank_pct).fill_nan(None))
+    params = parse_section("ranker", {**{k: getattr(PARAMS, k) for k in PARAMS.__dataclass_fields__}, "candidate_rank_pct": 0.5, "train_users": 10_000})
+    ranker = train_ranker(table, FEATURES, ["category"], params)
+    expected = table.filter(pl.col("als_rank_pct").is_null() | (pl.col("als_rank_pct") <= 0.5)).height
+    assert ranker.summary["labelled_rows"] == table.height
+    assert ranker.summary["train_rows"] + ranker.summary["valid_rows"] == expected < table.height
+    assert ranker.summary["candidate_rank_pct"] == 0.5
+    # 1.0 (the default) keeps every row; without ALS ranks a cut below 1 is refused.
+    everything = train_ranker(table, FEATURES, ["category"], dataclasses.replace(params, candidate_rank_pct=1.0)).summary
+    assert everything["train_rows"] + everything["valid_rows"] == table.height
+    with pytest.raises(InputDataError, match="candidate_rank_pct"):
+        train_ranker(planted_table(), FEATURES, ["category"], params)
