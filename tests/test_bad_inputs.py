@@ -34,10 +34,10 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
+from project_copy import REPO, copy_project, merge_params, run
 
 from reco.schema import INTERACTION_COLUMNS, USER_CATEGORICAL_COLUMNS, Columns, PreparedFiles, RawFiles
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "data": {"profile": "tiny"},
     "evaluate": {"ks": [5, 10, 20], "top_k_output": 10},
@@ -91,9 +91,8 @@ def command_of(stage: str) -> list[str]:
 
 
 def run_stage(workdir: Path, stage: str, argv: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     args = command_of(stage) if argv is None else [sys.executable, *argv]
-    return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    return run(args, cwd=workdir, timeout=300)
 
 
 def run_ok(workdir: Path, stage: str) -> None:
@@ -104,16 +103,6 @@ def run_ok(workdir: Path, stage: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Work folders laid out like the repository
 # --------------------------------------------------------------------------------------------
-
-
-def _merge(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = {section: dict(values or {}) for section, values in params.items()}
-    for section, values in overrides.items():
-        if isinstance(values, dict) and isinstance(merged.get(section), dict):
-            merged[section].update(values)
-        else:
-            merged[section] = values
-    return merged
 
 
 def make_workdir(
@@ -131,7 +120,7 @@ def make_workdir(
         (path / name).symlink_to(base / name, target_is_directory=True)
     text = params_text
     if text is None:
-        merged = _merge(yaml.safe_load((base / "params.yaml").read_text()), params or {})
+        merged = merge_params(yaml.safe_load((base / "params.yaml").read_text()), params or {})
         text = yaml.safe_dump(merged, sort_keys=False)
     (path / "params.yaml").write_text(text, encoding="utf-8")
     for rel in copy:
@@ -156,11 +145,7 @@ def leftover_temporaries(workdir: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-profile repo copy with data/raw, data/prepared and data/split made by the stages."""
-    root = tmp_path_factory.mktemp("bad_inputs_base")
-    for name in ("reco", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_OVERRIDES)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    root = copy_project(tmp_path_factory.mktemp("bad_inputs_base"), overrides=TINY_OVERRIDES, dvc_files=False)
     for stage in UPSTREAM[:3]:
         run_ok(root, stage)
     return root
@@ -482,7 +467,7 @@ def test_bad_input(case: Case, base: Path, tmp_path: Path) -> None:
         inputs = tmp_path / "inputs"
         inputs.mkdir()
         extra_params, extra_messages = case.setup(inputs, base)
-        params, messages = _merge(params, extra_params), messages + extra_messages
+        params, messages = merge_params(params, extra_params), messages + extra_messages
     workdir = make_workdir(
         base,
         tmp_path / "repo",

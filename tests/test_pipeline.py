@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from project_copy import REPO, copy_project, dvc, init_repo
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_OVERRIDES = {
     "data": {"profile": "tiny"},
     "evaluate": {"ks": [5, 10, 20], "top_k_output": 10},
@@ -30,29 +26,6 @@ TINY_OVERRIDES = {
     "als": {"factors": 16, "iterations": 8},
     "ranker": {"train_users": 200, "n_estimators": 60, "min_data_in_leaf": 20, "num_leaves": 15},
 }
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-}
-
-
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        **GIT_ENV,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check)
 
 
 def set_params(workdir: Path, overrides: dict[str, dict]) -> None:
@@ -76,22 +49,9 @@ def digest_outputs(workdir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("pipeline")
-    for name in ("reco", "stages"):
-        shutil.copytree(REPO / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
-    # the page and Vega-Lite templates used by the top-level `plots:` of dvc.yaml
-    shutil.copytree(REPO / "plots", workdir / "plots")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, workdir / name)
-    run(["git", "init", "-q"], cwd=workdir)
-    dvc("init", "-q", cwd=workdir)
-    shutil.copy2(REPO / ".dvc" / "config", workdir / ".dvc" / "config")  # the project's DVC config as committed
-    dvc("config", "core.analytics", "false", cwd=workdir)
-    dvc("config", "core.check_update", "false", cwd=workdir)
-    set_params(workdir, TINY_OVERRIDES)
-    run(["git", "add", "-A"], cwd=workdir)
-    run(["git", "commit", "-qm", "tiny pipeline"], cwd=workdir)
+    # plots/: the page and Vega-Lite templates used by the top-level `plots:` of dvc.yaml
+    workdir = copy_project(tmp_path_factory.mktemp("pipeline"), overrides=TINY_OVERRIDES, extra_dirs=("plots",))
+    init_repo(workdir, "tiny pipeline")
     dvc("repro", cwd=workdir)
     return workdir
 

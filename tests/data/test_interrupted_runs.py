@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,16 +27,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from project_copy import copy_project, dvc, init_repo, run, subprocess_env
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = {"data": {"profile": "tiny"}}
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-}
 OUTPUTS = ("data/raw", "data/prepared", "metrics/data_quality.json")
 
 # Loaded by every Python process started with this folder on PYTHONPATH; active only in the
@@ -58,27 +50,6 @@ if _TARGET and "stages.prepare" in getattr(sys, "orig_argv", []):
 
     os.replace = _replace
 '''
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        **os.environ,
-        **GIT_ENV,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DVC_NO_ANALYTICS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        **(env or {}),
-    }
-    return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
-
-
-def dvc(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    result = run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def digests(repo: Path) -> dict[str, str]:
@@ -103,21 +74,8 @@ def hidden_temporaries(repo: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git + DVC repository on the tiny profile with ingest and prepare run once."""
-    root = tmp_path_factory.mktemp("interrupted")
-    for name in ("reco", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, root / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], cwd=root)
-    dvc("init", "-q", cwd=root)
-    dvc("config", "core.analytics", "false", cwd=root)
-    run(["git", "add", "-A"], cwd=root)
-    run(["git", "commit", "-qm", "tiny"], cwd=root)
+    root = copy_project(tmp_path_factory.mktemp("interrupted"), overrides=TINY)
+    init_repo(root, "tiny")
     dvc("repro", "prepare", cwd=root)
     hooks = root.parent / "hooks"
     hooks.mkdir()
@@ -200,11 +158,9 @@ def test_sigkill_between_the_renames_of_a_folder_swap(repo: Path, clean: dict[st
 
 
 def test_external_sigkill_of_ingest_then_repro_recovers(repo: Path, clean: dict[str, str]) -> None:
-    env = {**os.environ, **GIT_ENV, "DVC_NO_ANALYTICS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     process = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "ingest"],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=repo, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     pattern = re.compile(r"^\.raw\.(\d+)\.\w+\.tmp$")
     deadline = time.monotonic() + 120

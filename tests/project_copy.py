@@ -1,0 +1,108 @@
+"""Temporary copies of the project, for tests that run stage scripts or DVC as subprocesses.
+
+Shared by ``test_pipeline.py`` (the whole tiny pipeline under DVC), ``test_bad_inputs.py`` (one
+stage script at a time) and ``data/test_interrupted_runs.py`` (SIGKILLed stages under DVC).
+
+Examples
+--------
+>>> workdir = copy_project(tmp_path / "repo", overrides={"data": {"profile": "tiny"}})  # doctest: +SKIP
+>>> init_repo(workdir, "tiny")  # git + DVC with the project's .dvc/config  # doctest: +SKIP
+>>> dvc("repro", "prepare", cwd=workdir)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CODE_DIRS = ("reco", "stages")
+DVC_FILES = ("dvc.yaml", ".dvcignore")
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment plus a git identity, this interpreter's bin first, no DVC analytics, 1 BLAS thread."""
+    return {
+        **os.environ,
+        **GIT_ENV,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        **(extra or {}),
+    }
+
+
+def run(
+    args: Sequence[str], cwd: Path, *, env: Mapping[str, str] | None = None, check: bool = False, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` in ``cwd`` with :func:`subprocess_env`; with ``check``, fail the test on a non-zero exit."""
+    result = subprocess.run(list(args), cwd=cwd, env=subprocess_env(env), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``python -m dvc ARGS`` with this interpreter (the test's venv has DVC)."""
+    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, check=check)
+
+
+def merge_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with each section updated key by key from ``overrides`` (non-dict values replace)."""
+    merged = {section: dict(values or {}) for section, values in params.items()}
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    return merged
+
+
+def write_params(workdir: Path, overrides: Mapping[str, Any]) -> None:
+    """Write ``workdir/params.yaml``: the repository's params merged with ``overrides``."""
+    params = merge_params(yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8")), overrides)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
+def copy_project(
+    dest: Path, *, overrides: Mapping[str, Any], dvc_files: bool = True, extra_dirs: Sequence[str] = ()
+) -> Path:
+    """Copy the code (``reco/``, ``stages/``, ``extra_dirs``) and, with ``dvc_files``, ``dvc.yaml``.
+
+    ``params.yaml`` is always written, from the repository's with ``overrides`` merged in.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (*CODE_DIRS, *extra_dirs):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    if dvc_files:
+        for name in DVC_FILES:
+            if (REPO / name).exists():
+                shutil.copy2(REPO / name, dest / name)
+    write_params(dest, overrides)
+    return dest
+
+
+def init_repo(workdir: Path, message: str) -> None:
+    """Make ``workdir`` a git + DVC repository with the project's committed ``.dvc/config``, and commit it."""
+    run(["git", "init", "-q"], cwd=workdir, check=True)
+    dvc("init", "-q", cwd=workdir)
+    shutil.copy2(REPO / ".dvc" / "config", workdir / ".dvc" / "config")
+    dvc("config", "core.analytics", "false", cwd=workdir)
+    dvc("config", "core.check_update", "false", cwd=workdir)
+    run(["git", "add", "-A"], cwd=workdir, check=True)
+    run(["git", "commit", "-qm", message], cwd=workdir, check=True)
