@@ -172,113 +172,95 @@ def item_daily_window_features(item_daily: pl.DataFrame, cut_date: dt.date, wind
     )
 
 
-def _user_group_rates(
+def user_affinity_features(
     history: pl.DataFrame, items: pl.DataFrame, pairs: pl.DataFrame, threshold: float, smoothing: float
 ) -> pl.DataFrame:
-    """User affinity to each pair's tags and duration bucket, smoothed toward the user's own rate."""
+    """Per pair: the user's affinity to the video's tags and duration bucket, and the taste residuals.
+
+    One pass over the history exploded by tag serves both the tag rates and the tag residuals, and
+    one explode of the pairs serves every per-tag feature (see the module docstring for their
+    meaning). Rates are smoothed toward the user's own rate, residuals toward the user's own
+    residual, with ``smoothing`` pseudo-views.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per pair of ``pairs`` (same order): ``ux_tag_pos_rate``, ``ux_tag_view_share``,
+        ``ux_duration_pos_rate``, ``u_lwr_resid``, ``u_pos_resid``, ``ux_tag_lwr_resid``,
+        ``ux_tag_lwr_resid_max`` (float32; null for users without history).
+    """
     item_keys = items.lazy().select(
         Columns.item, Columns.tags, duration_bucket(pl.col(Columns.video_duration)).alias("duration_bucket")
     )
-    marked = _history_with_marks(history, threshold).join(item_keys, on=Columns.item, how="left")
-    user_rate = marked.group_by(Columns.user).agg(pl.col("_pos").mean().alias("_user_rate"), pl.len().alias("_user_n"))
-    by_tag = (
-        marked.select(Columns.user, Columns.tags, "_pos")
-        .explode(Columns.tags)
-        .group_by(Columns.user, Columns.tags)
-        .agg(pl.col("_pos").sum().alias("_tag_pos"), pl.len().alias("_tag_n"))
-    )
-    by_bucket = marked.group_by(Columns.user, "duration_bucket").agg(
-        pl.col("_pos").sum().alias("_bucket_pos"), pl.len().alias("_bucket_n")
-    )
-    pair_keys = pairs.lazy().select(PAIR).join(item_keys, on=Columns.item, how="left")
-    tag_affinity = (
-        pair_keys.select(*PAIR, Columns.tags)
-        .explode(Columns.tags)
-        .join(by_tag, on=[Columns.user, Columns.tags], how="left")
-        .join(user_rate, on=Columns.user, how="left")
-        .with_columns(
-            _smoothed(pl.col("_tag_pos").fill_null(0), pl.col("_tag_n").fill_null(0), pl.col("_user_rate"), smoothing)
-            .alias("_tag_rate"),
-            (pl.col("_tag_n").fill_null(0) / pl.col("_user_n")).alias("_tag_share"),
-        )
-        .group_by(PAIR)
-        .agg(
-            pl.col("_tag_rate").mean().cast(pl.Float32).alias("ux_tag_pos_rate"),
-            pl.col("_tag_share").max().cast(pl.Float32).alias("ux_tag_view_share"),
-        )
-    )
-    bucket_affinity = (
-        pair_keys.select(*PAIR, "duration_bucket")
-        .join(by_bucket, on=[Columns.user, "duration_bucket"], how="left")
-        .join(user_rate, on=Columns.user, how="left")
-        .select(
-            *PAIR,
-            _smoothed(
-                pl.col("_bucket_pos").fill_null(0), pl.col("_bucket_n").fill_null(0), pl.col("_user_rate"), smoothing
-            )
-            .cast(pl.Float32)
-            .alias("ux_duration_pos_rate"),
-        )
-    )
-    return (
-        pairs.lazy()
-        .select(PAIR)
-        .join(tag_affinity, on=PAIR, how="left", maintain_order="left")
-        .join(bucket_affinity, on=PAIR, how="left", maintain_order="left")
-        .collect()
-    )
-
-
-def user_residual_features(
-    history: pl.DataFrame, items: pl.DataFrame, pairs: pl.DataFrame, threshold: float, smoothing: float
-) -> pl.DataFrame:
-    """Per pair: the user's watch-time and label residuals against the videos' means (see module doc).
-
-    Returns one row per pair of ``pairs`` (same order) with ``u_lwr_resid``, ``u_pos_resid``,
-    ``ux_tag_lwr_resid`` and ``ux_tag_lwr_resid_max`` (null for users without history).
-    """
     marked = _history_with_marks(history, threshold)
     global_log = marked.select(pl.col("_log_wr").mean()).collect().item()
     item_means = marked.group_by(Columns.item).agg(
         pl.col("_pos").mean().alias("_item_pos"),
         _smoothed(pl.col("_log_wr").sum(), pl.len(), global_log, smoothing).alias("_item_log"),
     )
-    residuals = marked.join(item_means, on=Columns.item, how="left").select(
-        Columns.user,
-        Columns.item,
-        (pl.col("_log_wr") - pl.col("_item_log")).alias("_res"),
-        (pl.col("_pos") - pl.col("_item_pos")).alias("_pos_res"),
+    views = (
+        marked.join(item_means, on=Columns.item, how="left")
+        .join(item_keys, on=Columns.item, how="left")
+        .with_columns(
+            (pl.col("_log_wr") - pl.col("_item_log")).alias("_res"),
+            (pl.col("_pos") - pl.col("_item_pos")).alias("_pos_res"),
+        )
     )
-    by_user = residuals.group_by(Columns.user).agg(
-        pl.col("_res").mean().alias("u_lwr_resid"), pl.col("_pos_res").mean().alias("u_pos_resid")
+    by_user = views.group_by(Columns.user).agg(
+        pl.col("_pos").mean().alias("_user_rate"),
+        pl.len().alias("_user_n"),
+        pl.col("_res").mean().alias("u_lwr_resid"),
+        pl.col("_pos_res").mean().alias("u_pos_resid"),
     )
-    tags = items.lazy().select(Columns.item, Columns.tags)
     by_tag = (
-        residuals.join(tags, on=Columns.item, how="left")
+        views.select(Columns.user, Columns.tags, "_pos", "_res")
         .explode(Columns.tags)
         .group_by(Columns.user, Columns.tags)
-        .agg(pl.col("_res").sum().alias("_tag_res"), pl.len().alias("_tag_n"))
+        .agg(pl.col("_pos").sum().alias("_tag_pos"), pl.len().alias("_tag_n"), pl.col("_res").sum().alias("_tag_res"))
     )
-    tag_residual = (
-        pairs.lazy()
-        .select(PAIR)
-        .join(tags, on=Columns.item, how="left")
+    by_bucket = views.group_by(Columns.user, "duration_bucket").agg(
+        pl.col("_pos").sum().alias("_bucket_pos"), pl.len().alias("_bucket_n")
+    )
+    pair_keys = pairs.lazy().select(PAIR).join(item_keys, on=Columns.item, how="left")
+    tag_n = pl.col("_tag_n").fill_null(0)
+    per_tag = (
+        pair_keys.select(*PAIR, Columns.tags)
         .explode(Columns.tags)
         .join(by_tag, on=[Columns.user, Columns.tags], how="left")
         .join(by_user, on=Columns.user, how="left")
         .with_columns(
-            _smoothed(pl.col("_tag_res").fill_null(0), pl.col("_tag_n").fill_null(0), pl.col("u_lwr_resid"), smoothing)
-            .alias("_tag_rate")
+            _smoothed(pl.col("_tag_pos").fill_null(0), tag_n, pl.col("_user_rate"), smoothing).alias("_tag_rate"),
+            (tag_n / pl.col("_user_n")).alias("_tag_share"),
+            _smoothed(pl.col("_tag_res").fill_null(0), tag_n, pl.col("u_lwr_resid"), smoothing).alias("_tag_resid"),
         )
         .group_by(PAIR)
-        .agg(pl.col("_tag_rate").mean().alias("ux_tag_lwr_resid"), pl.col("_tag_rate").max().alias("ux_tag_lwr_resid_max"))
+        .agg(
+            pl.col("_tag_rate").mean().alias("ux_tag_pos_rate"),
+            pl.col("_tag_share").max().alias("ux_tag_view_share"),
+            pl.col("_tag_resid").mean().alias("ux_tag_lwr_resid"),
+            pl.col("_tag_resid").max().alias("ux_tag_lwr_resid_max"),
+        )
     )
+    per_bucket = (
+        pair_keys.select(*PAIR, "duration_bucket")
+        .join(by_bucket, on=[Columns.user, "duration_bucket"], how="left")
+        .join(by_user, on=Columns.user, how="left")
+        .select(
+            *PAIR,
+            _smoothed(
+                pl.col("_bucket_pos").fill_null(0), pl.col("_bucket_n").fill_null(0), pl.col("_user_rate"), smoothing
+            ).alias("ux_duration_pos_rate"),
+        )
+    )
+    columns = ["ux_tag_pos_rate", "ux_tag_view_share", "ux_duration_pos_rate", "u_lwr_resid", "u_pos_resid",
+               "ux_tag_lwr_resid", "ux_tag_lwr_resid_max"]  # fmt: skip
     return (
         pairs.lazy()
         .select(PAIR)
-        .join(by_user, on=Columns.user, how="left", maintain_order="left")
-        .join(tag_residual, on=PAIR, how="left", maintain_order="left")
-        .with_columns(pl.col("u_lwr_resid", "u_pos_resid", "ux_tag_lwr_resid", "ux_tag_lwr_resid_max").cast(pl.Float32))
+        .join(per_tag, on=PAIR, how="left", maintain_order="left")
+        .join(per_bucket, on=PAIR, how="left", maintain_order="left")
+        .join(by_user.select(Columns.user, "u_lwr_resid", "u_pos_resid"), on=Columns.user, how="left", maintain_order="left")
+        .select(*PAIR, *(pl.col(c).cast(pl.Float32) for c in columns))
         .collect()
     )
 
@@ -385,13 +367,7 @@ def build_feature_table(
             how="left",
             maintain_order="left",
         )
-        .join(_user_group_rates(history, items, pairs, threshold, smoothing), on=PAIR, how="left", maintain_order="left")
-        .join(
-            user_residual_features(history, items, pairs, threshold, smoothing),
-            on=PAIR,
-            how="left",
-            maintain_order="left",
-        )
+        .join(user_affinity_features(history, items, pairs, threshold, smoothing), on=PAIR, how="left", maintain_order="left")
         .join(als_pair_features(als_model, pairs.select(PAIR), catalogue), on=PAIR, how="left", maintain_order="left")
         .with_columns(
             (pl.col("u_play_s_median") / pl.col("duration_s")).cast(pl.Float32).alias("ux_expected_watch_ratio")

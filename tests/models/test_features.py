@@ -192,9 +192,11 @@ def test_residual_features_isolate_what_the_user_adds_to_the_videos_appeal() -> 
         {Columns.item: pl.Int32, Columns.tags: pl.List(pl.Int8)}
     )
     pairs = pl.DataFrame({Columns.user: [0, 1, 0], Columns.item: [1, 1, 0]}).cast(pl.Int32)
-    from reco.models.features import user_residual_features
+    from reco.models.features import user_affinity_features
 
-    out = user_residual_features(history, items, pairs, threshold=2.0, smoothing=0.0)
+    out = user_affinity_features(
+        history, items.with_columns(pl.lit(1000).cast(pl.Int32).alias(Columns.video_duration)), pairs, 2.0, 0.0
+    )
     assert out.select(PAIR_COLUMNS).rows() == pairs.rows()  # row order kept
     tag_residual = out["ux_tag_lwr_resid"].to_list()
     assert tag_residual[0] == pytest.approx(0.5, abs=1e-5) and tag_residual[1] == pytest.approx(-0.5, abs=1e-5)
