@@ -12,6 +12,7 @@ left alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -159,3 +160,39 @@ def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> None:
 def read_npy(path: str | os.PathLike[str]) -> np.ndarray:
     """Load a ``.npy`` file without ever unpickling."""
     return np.load(path, allow_pickle=False)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (constant memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def visible_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Files under ``folder``, hidden ones (any dot-part, e.g. temporaries) skipped, sorted by relative path."""
+    root = Path(folder)
+    return sorted(
+        (p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+
+
+def folder_checksums(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"bytes": n, "sha256": hex}}`` of :func:`visible_files` (what ``sha256sum`` prints).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.csv").write_text("x\\n")
+    >>> folder_checksums(d)["a.csv"]["bytes"]
+    2
+    """
+    root = Path(folder)
+    return {
+        path.relative_to(root).as_posix(): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in visible_files(root)
+    }

@@ -168,7 +168,7 @@ def main() -> None:
         uncertainty=uncertainty,
         beyond_accuracy=beyond,
         segments=segments,
-        raw=raw_data_fingerprint(RAW_DIR),
+        raw=raw_data_fingerprint(RAW_DIR, recorded=manifest.get("checksums")),
         manifest=manifest,
         label=as_dict(label),
         model_params=model_params,

@@ -83,6 +83,16 @@ def test_recommendations_file_is_the_served_top_k(pipeline: Path) -> None:
     assert top.select(["user_id", "video_id"]).is_unique().all()
 
 
+def test_ingest_records_the_checksum_of_every_raw_file(pipeline: Path) -> None:
+    raw = pipeline / "data" / "raw"
+    recorded = json.loads((raw / "manifest.json").read_text(encoding="utf-8"))["checksums"]
+    on_disk = sorted(p.name for p in raw.iterdir() if p.is_file() and p.name != "manifest.json")
+    assert sorted(recorded) == on_disk
+    for name, entry in recorded.items():
+        data = (raw / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+
+
 def test_second_repro_does_nothing(pipeline: Path) -> None:
     result = dvc("repro", cwd=pipeline)
     assert "Running stage" not in result.stdout, result.stdout

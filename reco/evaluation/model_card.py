@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from reco.io import file_sha256, visible_files
+
 __all__ = [
     "LIGHTGBM_CARD_KEYS",
     "MODEL_ORDER",
@@ -49,7 +51,6 @@ LIGHTGBM_CARD_KEYS: Final[tuple[str, ...]] = (
     "deterministic",
 )
 _HEADLINE: Final[tuple[str, ...]] = ("ndcg", "map", "precision", "recall", "hit_rate")
-_CHUNK: Final = 1 << 22
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -73,7 +74,7 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def raw_data_fingerprint(raw_dir: Path) -> dict[str, Any]:
+def raw_data_fingerprint(raw_dir: Path, recorded: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """SHA-256 of every raw file and one fingerprint over all of them.
 
     The fingerprint is the SHA-256 of the ``sha256sum`` listing of the files (``"<hex>  <name>\\n"``
@@ -84,6 +85,11 @@ def raw_data_fingerprint(raw_dir: Path) -> dict[str, Any]:
     ----------
     raw_dir
         The raw-data folder (``data/raw``).
+    recorded
+        Checksums the ingest stage recorded when it wrote the files (``manifest.json`` →
+        ``checksums``, :func:`reco.io.folder_checksums`). A file listed there with the same size
+        is not read again (DVC reruns ingest whenever ``data/raw`` changes, so the record is the
+        folder's); any other file, such as the manifest itself, is hashed here.
 
     Returns
     -------
@@ -103,24 +109,16 @@ def raw_data_fingerprint(raw_dir: Path) -> dict[str, Any]:
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"{raw_dir}: raw-data folder not found")
-    paths = sorted(
-        (
-            p
-            for p in raw_dir.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(raw_dir).parts)
-        ),
-        key=lambda p: p.relative_to(raw_dir).as_posix(),
-    )
+    recorded = recorded or {}
     files: dict[str, dict[str, Any]] = {}
     listing = []
-    for path in paths:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
+    for path in visible_files(raw_dir):
         name = path.relative_to(raw_dir).as_posix()
-        files[name] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
-        listing.append(f"{digest.hexdigest()}  {name}\n")
+        size = path.stat().st_size
+        known = recorded.get(name) or {}
+        sha = known.get("sha256") if known.get("bytes") == size else None
+        files[name] = {"bytes": size, "sha256": sha or file_sha256(path)}
+        listing.append(f"{files[name]['sha256']}  {name}\n")
     return {
         "algorithm": "sha256",
         "fingerprint": hashlib.sha256("".join(listing).encode("utf-8")).hexdigest(),

@@ -134,6 +134,24 @@ def test_raw_fingerprint_is_the_sha256_of_the_sha256sum_listing(tmp_path: Path) 
     assert raw_data_fingerprint(tmp_path)["fingerprint"] != fp["fingerprint"]
 
 
+def test_raw_fingerprint_reuses_recorded_checksums_only_where_the_size_matches(tmp_path: Path) -> None:
+    from reco.io import folder_checksums
+
+    (tmp_path / "a.csv").write_bytes(b"1\n")
+    (tmp_path / "b.csv").write_bytes(b"2\n")
+    recorded = folder_checksums(tmp_path)
+    (tmp_path / "manifest.json").write_text("{}")  # written after the record: hashed by the card itself
+    assert raw_data_fingerprint(tmp_path, recorded=recorded) == raw_data_fingerprint(tmp_path)
+    # A recorded digest is taken as is when the size matches (it is not re-read) ...
+    planted = {**recorded, "a.csv": {"bytes": 2, "sha256": "0" * 64}}
+    assert raw_data_fingerprint(tmp_path, recorded=planted)["files"]["a.csv"]["sha256"] == "0" * 64
+    # ... and ignored when the file's size no longer matches the record.
+    (tmp_path / "b.csv").write_bytes(b"22\n")
+    fresh = raw_data_fingerprint(tmp_path, recorded=recorded)
+    assert fresh["files"]["b.csv"]["sha256"] == hashlib.sha256(b"22\n").hexdigest()
+    assert fresh == raw_data_fingerprint(tmp_path)
+
+
 def test_lightgbm_card_params_keeps_only_the_shown_settings() -> None:
     booster = {"objective": "lambdarank", "learning_rate": 0.05, "verbosity": -1, "gpu_device_id": -1}
     shown = lightgbm_card_params(booster)
