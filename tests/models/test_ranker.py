@@ -99,6 +99,8 @@ def test_candidate_rank_pct_trains_only_on_rows_als_would_hand_over() -> None:
     table = planted_table()
     rank_pct = np.random.default_rng(3).random(table.height).astype(np.float32)
     rank_pct[:40] = np.nan  # pairs unknown to ALS: their users are served popularity candidates, so kept
+    last_user = table[Columns.user].to_numpy() == table[Columns.user].max()
+    rank_pct[last_user] = 0.9  # a user with no row under the cut must not reshuffle the user split
     table = table.with_columns(pl.Series("als_rank_pct", rank_pct).fill_nan(None))
     params = parse_section("ranker", {**{k: getattr(PARAMS, k) for k in PARAMS.__dataclass_fields__}, "candidate_rank_pct": 0.5, "train_users": 10_000})
     ranker = train_ranker(table, FEATURES, ["category"], params)
@@ -109,5 +111,13 @@ def test_candidate_rank_pct_trains_only_on_rows_als_would_hand_over() -> None:
     # 1.0 (the default) keeps every row; without ALS ranks a cut below 1 is refused.
     everything = train_ranker(table, FEATURES, ["category"], dataclasses.replace(params, candidate_rank_pct=1.0)).summary
     assert everything["train_rows"] + everything["valid_rows"] == table.height
+    # The user split is drawn before the cut: the same validation users whatever the cut.
+    sampled = dataclasses.replace(params, train_users=60)
+    split_cut = train_ranker(table, FEATURES, ["category"], sampled).summary
+    split_all = train_ranker(table, FEATURES, ["category"], dataclasses.replace(sampled, candidate_rank_pct=1.0)).summary
+    assert (split_cut["train_users"], split_cut["valid_users"]) == (split_all["train_users"], split_all["valid_users"])
+    train_ids, valid_ids = sample_users(table[Columns.user].to_numpy(), 60, sampled.valid_fraction, sampled.seed)
+    kept = table.filter(pl.col("als_rank_pct").is_null() | (pl.col("als_rank_pct") <= 0.5))
+    assert split_cut["valid_rows"] == kept.filter(pl.col(Columns.user).is_in(valid_ids.tolist())).height
     with pytest.raises(InputDataError, match="candidate_rank_pct"):
         train_ranker(planted_table(), FEATURES, ["category"], params)
