@@ -66,8 +66,7 @@ def main() -> None:
     for cut in args.settings:
         params = dataclasses.replace(base, candidate_rank_pct=cut)
         started = time.perf_counter()
-        # Same users as above: sample_users depends on the users present, which a cut can shrink,
-        # so score the fixed validation rows rather than trusting the model's own split.
+        # train_ranker draws the same user split before its cut, so `valid` is held out for every setting.
         ranker = train_ranker(table, spec["features"], spec["categorical"], params)
         scored = {
             name: ndcg_at_10(rows, ranker.booster.predict(rows.select(spec["features"]).to_numpy(), num_iteration=ranker.best_iteration))

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -180,8 +180,13 @@ def visible_files(folder: str | os.PathLike[str]) -> list[Path]:
     )
 
 
-def folder_checksums(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+def folder_checksums(
+    folder: str | os.PathLike[str], known: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
     """``{relative path: {"bytes": n, "sha256": hex}}`` of :func:`visible_files` (what ``sha256sum`` prints).
+
+    A file listed in ``known`` with the same size and a ``sha256`` keeps that digest instead of
+    being read again (a record made when the file was written, e.g. ``manifest.json``'s).
 
     Examples
     --------
@@ -190,9 +195,16 @@ def folder_checksums(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]
     >>> _ = (d / "a.csv").write_text("x\\n")
     >>> folder_checksums(d)["a.csv"]["bytes"]
     2
+    >>> folder_checksums(d, known={"a.csv": {"bytes": 2, "sha256": "ab"}})["a.csv"]["sha256"]
+    'ab'
     """
     root = Path(folder)
-    return {
-        path.relative_to(root).as_posix(): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-        for path in visible_files(root)
-    }
+    known = known or {}
+    checksums: dict[str, dict[str, Any]] = {}
+    for path in visible_files(root):
+        name = path.relative_to(root).as_posix()
+        size = path.stat().st_size
+        record = known.get(name) or {}
+        digest = record.get("sha256") if record.get("bytes") == size else None
+        checksums[name] = {"bytes": size, "sha256": digest or file_sha256(path)}
+    return checksums

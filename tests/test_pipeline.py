@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from project_copy import REPO, copy_project, dvc, init_repo
+from project_copy import REPO, copy_project, dvc, init_repo, merge_params
 
 TINY_OVERRIDES = {
     "data": {"profile": "tiny"},
@@ -30,10 +30,7 @@ TINY_OVERRIDES = {
 
 def set_params(workdir: Path, overrides: dict[str, dict]) -> None:
     path = workdir / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in overrides.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(yaml.safe_dump(merge_params(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
 
 
 def digest_outputs(workdir: Path) -> dict[str, str]:

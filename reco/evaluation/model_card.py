@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from reco.io import file_sha256, visible_files
+from reco.io import folder_checksums
 
 __all__ = [
     "LIGHTGBM_CARD_KEYS",
@@ -109,19 +109,11 @@ def raw_data_fingerprint(raw_dir: Path, recorded: Mapping[str, Mapping[str, Any]
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"{raw_dir}: raw-data folder not found")
-    recorded = recorded or {}
-    files: dict[str, dict[str, Any]] = {}
-    listing = []
-    for path in visible_files(raw_dir):
-        name = path.relative_to(raw_dir).as_posix()
-        size = path.stat().st_size
-        known = recorded.get(name) or {}
-        sha = known.get("sha256") if known.get("bytes") == size else None
-        files[name] = {"bytes": size, "sha256": sha or file_sha256(path)}
-        listing.append(f"{files[name]['sha256']}  {name}\n")
+    files = folder_checksums(raw_dir, known=recorded)
+    listing = "".join(f"{entry['sha256']}  {name}\n" for name, entry in files.items())
     return {
         "algorithm": "sha256",
-        "fingerprint": hashlib.sha256("".join(listing).encode("utf-8")).hexdigest(),
+        "fingerprint": hashlib.sha256(listing.encode("utf-8")).hexdigest(),
         "files": files,
     }
 

@@ -228,21 +228,20 @@ def _confidence_pairs(
     if not np.isfinite(alpha) or alpha < 0:
         raise ParamsError(f"params.yaml: als.alpha = {alpha!r} is invalid; expected a number >= 0")
     _check_interactions(interactions)
-    ratio = pl.col(Columns.watch_ratio).cast(pl.Float64)
-    # Positives follow the label rule (split's label_ratio; plain watch_ratio for raw frames).
-    positive = pl.col("_label_ratio") > threshold
-    if confidence == "binary":
-        value = pl.when(positive).then(pl.lit(1.0)).otherwise(pl.lit(0.0))
-    elif confidence == "signed":
-        value = pl.when(positive).then(pl.lit(1.0)).otherwise(pl.lit(-1.0))
-    elif confidence == "watch_ratio":
-        value = pl.min_horizontal(ratio, pl.lit(WATCH_RATIO_CAP))
+    # One aggregate per pair, of the only ratio the kind reads: binary/signed positives follow the
+    # label rule (split's label_ratio; plain watch_ratio for raw frames), the others the watch ratio.
+    if confidence in ("binary", "signed"):
+        per_pair = labelled_ratio(interactions).max()
+        negative = 0.0 if confidence == "binary" else -1.0
+        value = pl.when(pl.col("_ratio") > threshold).then(pl.lit(1.0)).otherwise(pl.lit(negative))
     else:
-        value = ratio.log1p()
+        per_pair = pl.col(Columns.watch_ratio).cast(pl.Float64).max()
+        ratio = pl.col("_ratio")
+        value = pl.min_horizontal(ratio, pl.lit(WATCH_RATIO_CAP)) if confidence == "watch_ratio" else ratio.log1p()
     return (
         interactions.lazy()
         .group_by(Columns.user, Columns.item)
-        .agg(pl.col(Columns.watch_ratio).cast(pl.Float64).max(), labelled_ratio(interactions).max().alias("_label_ratio"))
+        .agg(per_pair.alias("_ratio"))
         .with_columns(value.alias("v"))
         .filter(pl.col("v") != 0)
         .select(
