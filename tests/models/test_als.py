@@ -23,6 +23,7 @@ from reco.models.als import (
     load_als,
     save_als,
     score_pairs,
+    training_loss,
 )
 from reco.params import parse_section
 from reco.schema import Columns
@@ -203,6 +204,39 @@ def test_fit_is_deterministic(num_threads: int) -> None:
     assert first.loss_per_iteration == second.loss_per_iteration
     other, _ = fit_als(block_interactions(1), parse_section("als", {**SMALL_ALS, "random_state": 8}), threshold=2.0)
     assert not np.array_equal(first.user_factors, other.user_factors)
+
+
+def _random_signed_matrix(seed: int, users: int = 300, items: int = 80) -> scipy.sparse.csr_matrix:
+    rng = np.random.default_rng(seed)
+    dense = np.where(rng.random((users, items)) < 0.15, rng.choice([-51.0, 51.0], (users, items)), 0.0)
+    dense[min(5, users - 1)] = 0.0  # a user without entries
+    return scipy.sparse.csr_matrix(dense.astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_training_loss_matches_implicit_and_ignores_thread_count(seed: int) -> None:
+    from implicit.cpu import _als as implicit_cpu_als
+
+    matrix = _random_signed_matrix(seed)
+    rng = np.random.default_rng(seed + 10)
+    user_factors = rng.normal(0, 0.1, (matrix.shape[0], 6)).astype(np.float32)
+    item_factors = rng.normal(0, 0.1, (matrix.shape[1], 6)).astype(np.float32)
+    reference = implicit_cpu_als.calculate_loss(matrix, user_factors, item_factors, 3.0, num_threads=1)
+    one = training_loss(matrix, user_factors, item_factors, 3.0, num_threads=1)
+    two = training_loss(matrix, user_factors, item_factors, 3.0, num_threads=2)
+    assert one == two  # same blocks, same summation order
+    assert one == pytest.approx(reference, rel=1e-9)
+    assert [training_loss(matrix, user_factors, item_factors, 3.0, 2) for _ in range(3)] == [two] * 3
+
+
+def test_training_loss_with_fewer_users_than_blocks() -> None:
+    from implicit.cpu import _als as implicit_cpu_als
+
+    matrix = _random_signed_matrix(3, users=3, items=10)
+    user_factors = np.full((3, 2), 0.1, dtype=np.float32)
+    item_factors = np.full((10, 2), 0.2, dtype=np.float32)
+    reference = implicit_cpu_als.calculate_loss(matrix, user_factors, item_factors, 1.0, num_threads=1)
+    assert training_loss(matrix, user_factors, item_factors, 1.0, 2) == pytest.approx(reference, rel=1e-9)
 
 
 def test_fit_rejects_gpu_without_cuda() -> None:

@@ -121,3 +121,26 @@ def test_candidate_rank_pct_trains_only_on_rows_als_would_hand_over() -> None:
     assert split_cut["valid_rows"] == kept.filter(pl.col(Columns.user).is_in(valid_ids.tolist())).height
     with pytest.raises(InputDataError, match="candidate_rank_pct"):
         train_ranker(planted_table(), FEATURES, ["category"], params)
+
+
+def test_import_lightgbm_skips_sklearn_and_pandas_but_leaves_them_importable() -> None:
+    import subprocess
+    import sys
+
+    # A fresh interpreter: in this one lightgbm may already be imported by other tests.
+    script = """
+import sys
+from reco.models.ranker import import_lightgbm, load_ranker
+lgb = import_lightgbm()
+assert "sklearn" not in sys.modules and "pandas" not in sys.modules, sorted(sys.modules)
+assert import_lightgbm() is lgb
+import numpy as np
+booster = lgb.train({"objective": "regression", "verbosity": -1, "num_threads": 1},
+                    lgb.Dataset(np.arange(40, dtype=np.float32).reshape(20, 2), label=np.arange(20.0)), 3)
+assert booster.predict(np.zeros((1, 2), dtype=np.float32)).shape == (1,)
+import pandas, sklearn.metrics  # still importable afterwards
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
