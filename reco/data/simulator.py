@@ -41,6 +41,7 @@ Examples
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -198,27 +199,44 @@ def simulate(out_dir: Path, profile: str = "full", seed: int = 20200705, scale: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    # BLAS sums in a thread-count-dependent order, and a last-bit difference can move a rounded
+    # play duration: one BLAS thread gives the same files however the caller's BLAS is set up
+    # (the stages already pin OPENBLAS_NUM_THREADS=1; a notebook or a test may not).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _simulate_files(out_dir, prof, profile, int(seed), float(scale))
+
+
+def _simulate_files(out_dir: Path, prof: SimulatorProfile, profile: str, seed: int, scale: float) -> dict[str, Any]:
     # Independent streams: the world does not depend on `scale`, the logs do.
-    world_ss, feed_ss, small_ss, daily_ss, side_ss = np.random.SeedSequence(int(seed)).spawn(5)
+    world_ss, feed_ss, small_ss, daily_ss, side_ss = np.random.SeedSequence(seed).spawn(5)
     world = _make_world(prof, np.random.default_rng(world_ss))
 
-    big = _simulate_big(world, prof, float(scale), np.random.default_rng(feed_ss))
-    _write_csv(_interaction_frame(big, date_as_float=False), out_dir / RawFiles.big_matrix)
-    big_stats = _interaction_stats(big, world)
-    del big
+    # Files are written by one background thread while the next table is drawn: the draws are
+    # single-threaded numpy and polars formats CSV without the GIL, so the two overlap on 2 cores
+    # (full profile: ~17 s -> ~15.5 s). Every file's bytes are the same as when written in line.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="simulator-writer") as writer:
+        written: list[Future[None]] = []
+        big = _simulate_big(world, prof, scale, np.random.default_rng(feed_ss))
+        written.append(writer.submit(_write_csv, _interaction_frame(big, date_as_float=False), out_dir / RawFiles.big_matrix))
+        big_stats = _interaction_stats(big, world)
+        del big
 
-    small, truth = _simulate_small(world, prof, np.random.default_rng(small_ss))
-    _write_csv(_interaction_frame(small, date_as_float=True), out_dir / RawFiles.small_matrix)
-    write_parquet(truth, out_dir / RawFiles.ground_truth)
-    small_stats = _interaction_stats(small, world)
-    del small
+        small, truth = _simulate_small(world, prof, np.random.default_rng(small_ss))
+        written.append(writer.submit(_write_csv, _interaction_frame(small, date_as_float=True), out_dir / RawFiles.small_matrix))
+        written.append(writer.submit(write_parquet, truth, out_dir / RawFiles.ground_truth))
+        small_stats = _interaction_stats(small, world)
+        del small
 
-    daily = _item_daily(world, np.random.default_rng(daily_ss))
-    _write_csv(daily, out_dir / RawFiles.item_daily_features)
-    side_rng = np.random.default_rng(side_ss)
-    _write_csv(_user_features(world, side_rng), out_dir / RawFiles.user_features)
-    _write_csv(_item_categories(world), out_dir / RawFiles.item_categories)
-    _write_csv(_social_network(world, prof, side_rng), out_dir / RawFiles.social_network)
+        daily = _item_daily(world, np.random.default_rng(daily_ss))
+        written.append(writer.submit(_write_csv, daily, out_dir / RawFiles.item_daily_features))
+        side_rng = np.random.default_rng(side_ss)
+        _write_csv(_user_features(world, side_rng), out_dir / RawFiles.user_features)
+        _write_csv(_item_categories(world), out_dir / RawFiles.item_categories)
+        _write_csv(_social_network(world, prof, side_rng), out_dir / RawFiles.social_network)
+        for future in written:
+            future.result()  # re-raises a failed write here
 
     return {
         "profile": profile,

@@ -275,6 +275,35 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path, tiny: tuple[
     assert (first / RawFiles.big_matrix).read_bytes() != (other / RawFiles.big_matrix).read_bytes()
 
 
+def test_draws_run_with_one_blas_thread_whatever_the_caller_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # With two OpenBLAS threads the full profile's big_matrix differed from the pipeline's (which
+    # pins OPENBLAS_NUM_THREADS=1) at line 466,124: one play duration rounded the other way.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen: list[list[int]] = []
+    draw = sim._make_world
+
+    def recording_make_world(*args: Any, **kwargs: Any) -> Any:
+        seen.append([pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"])
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(sim, "_make_world", recording_make_world)
+    with threadpool_limits(limits=2, user_api="blas"):
+        sim.simulate(tmp_path, profile="tiny", seed=SEED)
+    assert len(seen) == 1 and seen[0] and set(seen[0]) == {1}
+
+
+def test_write_failure_in_the_background_writer_is_raised(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def failing_write(frame: pl.DataFrame, path: Path) -> None:
+        if path.name == RawFiles.big_matrix:
+            raise OSError("disk full")
+        frame.write_csv(path)
+
+    monkeypatch.setattr(sim, "_write_csv", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        sim.simulate(tmp_path, profile="tiny", seed=SEED)
+
+
 def test_scale_changes_only_the_logs(tmp_path: Path, tiny: tuple[Path, dict[str, Any]]) -> None:
     first, _ = tiny
     stats = sim.simulate(tmp_path, profile="tiny", seed=SEED, scale=0.5)
