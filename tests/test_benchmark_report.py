@@ -94,6 +94,7 @@ def make_run(
 
 def with_targets(bench: ModuleType, run: dict[str, Any]) -> dict[str, Any]:
     run["targets"] = bench.evaluate_targets(run)
+    run["breakdown"] = bench.time_breakdown(run)
     return run
 
 
@@ -201,6 +202,19 @@ def test_markdown_names_the_profile_and_has_well_formed_tables(bench: ModuleType
             elif table:
                 assert len(set(table)) == 1, table
                 table = []
+
+
+def test_time_breakdown_subtracts_each_engine_from_its_own_stage(bench: ModuleType) -> None:
+    # Every stage: 10 s dvc wall, 9 s command; ALS fits 10 s each (20 s in all), LightGBM 4 s.
+    breakdown = bench.time_breakdown(make_run(als_fit_s=20.0, lgbm_fit_s=4.0, whole_s=70.0))
+    rows = {row["stage"]: row for row in breakdown["rows"]}
+    assert rows["train_als@ranker"]["engine_s"] == 10.0 and rows["train_als@ranker"]["other_s"] == -1.0
+    assert rows["train_ranker"]["engine_s"] == 4.0 and rows["train_ranker"]["other_s"] == 5.0
+    assert rows["prepare"]["engine_s"] == 0.0 and rows["prepare"]["other_s"] == 9.0 and rows["prepare"]["dvc_s"] == 1.0
+    assert breakdown["engine_s"] == 24.0 and breakdown["beyond_engines_s"] == 46.0
+    assert breakdown["without_ingest_ratio"] == pytest.approx((70.0 - 10.0) / 24.0)
+    markdown = bench.render_markdown(make_results(bench, [make_run(als_fit_s=20.0, lgbm_fit_s=4.0, whole_s=70.0)]))
+    assert "Without data acquisition the ratio would be 2.50x" in markdown
 
 
 def test_busy_machine_is_flagged(bench: ModuleType) -> None:
