@@ -62,6 +62,8 @@ Every stage gets two sets of numbers:
     ``OPENBLAS_NUM_THREADS=1`` and a BLAS limit of 1 as in the pipeline, but implicit's default
     ``calculate_training_loss=False`` (the pipeline also computes the loss every iteration).
     ``factors_max_abs_diff`` compares the factors with the pipeline's saved ones (0 = same fit).
+    Every bare fit runs ``--bare-repeats`` times (default 3, each in a fresh process); the run with
+    the median fit time is reported, all times in ``fit_s_runs``.
     The process's peak RSS includes reading the parquet file and building the matrix.
 ``bare LightGBM fit``
     Only ``lightgbm.train`` is timed, inside the project's own ``reco.models.ranker.train_ranker``
@@ -625,8 +627,25 @@ def worker_lightgbm(work: Path) -> dict[str, Any]:
     }
 
 
-def run_bare_fits(work: Path, logs: Path, timeout_s: float) -> dict[str, Any]:
-    """Each bare fit in its own subprocess (this script with ``--worker``), peak RSS via wait4."""
+def median_run(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The run with the median ``fit_s`` (the lower middle one for an even count), plus every run's time.
+
+    Examples
+    --------
+    >>> median_run([{"fit_s": 3.0}, {"fit_s": 9.0}, {"fit_s": 4.0}])
+    {'fit_s': 4.0, 'fit_s_runs': [3.0, 9.0, 4.0]}
+    """
+    ordered = sorted(rows, key=lambda row: row["fit_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "fit_s_runs": [row["fit_s"] for row in rows]}
+
+
+def run_bare_fits(work: Path, logs: Path, timeout_s: float, repeats: int = 1) -> dict[str, Any]:
+    """Each bare fit ``repeats`` times, each in its own subprocess (this script with ``--worker``).
+
+    The run with the median fit time is reported (peak RSS via wait4 of that process), with every
+    run's time in ``fit_s_runs``: the fits are the targets' denominator, and one slow burst on a
+    shared machine would otherwise flatter the ratio.
+    """
     env = child_env({"OPENBLAS_NUM_THREADS": "1"})
     jobs: list[tuple[str, list[str]]] = [
         (f"als@{key}", ["als", "--key", key, "--interactions", path]) for key, path in als_training_sets(work).items()
@@ -634,13 +653,22 @@ def run_bare_fits(work: Path, logs: Path, timeout_s: float) -> dict[str, Any]:
     jobs.append(("lightgbm", ["lightgbm"]))
     als_rows, lgbm_row = [], None
     for name, worker_args in jobs:
-        result_path = logs / f"bare-{name}.json"
-        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", *worker_args,
-                "--workdir", str(work), "--result", str(result_path)]  # fmt: skip
-        result = check(run_measured(argv, work, logs / f"bare-{name}.log", env=env, timeout_s=timeout_s), f"bare {name} fit")
-        row = {**json.loads(result_path.read_text(encoding="utf-8")), "process_wall_s": result.wall_s,
-               "process_cpu_s": result.cpu_s, "peak_rss_bytes": result.peak_rss_bytes}  # fmt: skip
-        print(f"  bare {name}: fit {row['fit_s']:.2f} s, process peak RSS {row['peak_rss_bytes'] / MIB:.0f} MiB", file=sys.stderr)
+        runs = []
+        for attempt in range(1, repeats + 1):
+            result_path = logs / f"bare-{name}-{attempt}.json"
+            argv = [sys.executable, str(Path(__file__).resolve()), "--worker", *worker_args,
+                    "--workdir", str(work), "--result", str(result_path)]  # fmt: skip
+            result = check(
+                run_measured(argv, work, logs / f"bare-{name}-{attempt}.log", env=env, timeout_s=timeout_s), f"bare {name} fit"
+            )
+            runs.append({**json.loads(result_path.read_text(encoding="utf-8")), "process_wall_s": result.wall_s,
+                         "process_cpu_s": result.cpu_s, "peak_rss_bytes": result.peak_rss_bytes})  # fmt: skip
+        row = median_run(runs)
+        print(
+            f"  bare {name}: fit {row['fit_s']:.2f} s (median of {', '.join(f'{x:.2f}' for x in row['fit_s_runs'])}), "
+            f"process peak RSS {row['peak_rss_bytes'] / MIB:.0f} MiB",
+            file=sys.stderr,
+        )
         if name == "lightgbm":
             lgbm_row = row
         else:
@@ -992,6 +1020,12 @@ def _mib(value: float | None) -> str:
     return "–" if value is None else f"{value / MIB:.0f}"
 
 
+def _fit_cell(row: Mapping[str, Any]) -> str:
+    """A bare fit's time, with every repeat when there were several (the reported one is the median)."""
+    runs = row.get("fit_s_runs") or []
+    return _s(row["fit_s"]) + (f" (median of {', '.join(_s(x) for x in runs)})" if len(runs) > 1 else "")
+
+
 def format_measured(target: Mapping[str, Any]) -> str:
     """The measured value with its unit, e.g. ``31.52 s`` or ``1.84x``."""
     value = target["measured"]
@@ -1072,7 +1106,7 @@ def render_run(run: Mapping[str, Any], cores: int | None = None) -> list[str]:
     bare_rows = []
     for row in run["bare"]["als"]:
         bare_rows.append([
-            f"implicit ALS `{row['fit']}`", _s(row["fit_s"]), _mib(row["peak_rss_bytes"]),
+            f"implicit ALS `{row['fit']}`", _fit_cell(row), _mib(row["peak_rss_bytes"]),
             f"{row['n_users']}×{row['n_items']}, nnz {row['nnz']}, {row['factors']} factors, {row['iterations']} it, "
             f"{row['num_threads']} threads",
             "yes" if row["factors_max_abs_diff"] == 0 else f"max |Δfactor| {row['factors_max_abs_diff']:.2g}",
@@ -1080,13 +1114,13 @@ def render_run(run: Mapping[str, Any], cores: int | None = None) -> list[str]:
     lgbm = run["bare"].get("lightgbm")
     if lgbm:
         bare_rows.append([
-            "LightGBM `lightgbm.train`", _s(lgbm["fit_s"]), _mib(lgbm["peak_rss_bytes"]),
+            "LightGBM `lightgbm.train`", _fit_cell(lgbm), _mib(lgbm["peak_rss_bytes"]),
             f"{lgbm['train_rows']} train + {lgbm['valid_rows']} valid rows, {lgbm['n_features']} features, "
             f"{lgbm['rounds_trained']} rounds (early stopping {lgbm['early_stopping_rounds']}, best {lgbm['best_iteration']}), "
             f"{lgbm['num_threads']} threads",
             "yes" if lgbm["matches_pipeline"] else f"no (pipeline best iteration {lgbm['pipeline_best_iteration']})",
         ])  # fmt: skip
-    lines += _table(["fit", "fit s", "process peak RSS MiB", "size", "same as pipeline"], bare_rows)
+    lines += _table(["fit", "fit s", "process peak RSS MiB (median run)", "size", "same as pipeline"], bare_rows)
     lines += [f"Bare fits total: {_s(bare_total_s(run))} s.", ""]
     disk = run.get("disk")
     if disk:
@@ -1238,7 +1272,7 @@ def benchmark_run(
             "stages": run_stages(work, logs, wrapper, args.timeout),
         }
         run["stage_sum_s"] = sum(row["wall_s"] for row in run["stages"])
-        run["bare"] = run_bare_fits(work, logs, args.timeout)
+        run["bare"] = run_bare_fits(work, logs, args.timeout, args.bare_repeats)
         run["whole_repro"] = run_whole_repro(work, logs, wrapper, args.timeout) if args.whole_repro else None
         run["noop_repro"] = run_noop_repro(work, logs, wrapper)
         run["disk"] = disk_report(work)
@@ -1304,6 +1338,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tmp-dir", default=None, help="parent folder of the temporary copies (default: system temp)")
     parser.add_argument("--no-whole-repro", dest="whole_repro", action="store_false",
                         help="skip the from-scratch whole dvc repro (targets then use the sum of stages)")
+    parser.add_argument("--bare-repeats", type=int, default=3, metavar="N",
+                        help="run each bare fit N times and report the median (default: 3)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per subprocess (default: 3600)")
     # Internal: the bare fits re-run this file in a subprocess.
     parser.add_argument("--worker", choices=("als", "lightgbm"), help=argparse.SUPPRESS)

@@ -217,6 +217,17 @@ def test_time_breakdown_subtracts_each_engine_from_its_own_stage(bench: ModuleTy
     assert "Without data acquisition the ratio would be 2.50x" in markdown
 
 
+def test_bare_fits_report_the_median_repeat(bench: ModuleType) -> None:
+    runs = [{"fit_s": 7.0, "peak_rss_bytes": 1}, {"fit_s": 10.7, "peak_rss_bytes": 2}, {"fit_s": 6.9, "peak_rss_bytes": 3}]
+    row = bench.median_run(runs)
+    assert row["fit_s"] == 7.0 and row["peak_rss_bytes"] == 1 and row["fit_s_runs"] == [7.0, 10.7, 6.9]
+    assert bench.median_run(runs[:2])["fit_s"] == 7.0  # even count: the lower middle, never an average
+    run = make_run()
+    run["bare"]["lightgbm"] = {**run["bare"]["lightgbm"], **row}
+    markdown = bench.render_markdown(make_results(bench, [run]))
+    assert table_row(markdown, "LightGBM `lightgbm.train`")[1] == "7.00 (median of 7.00, 10.70, 6.90)"
+
+
 def test_busy_machine_is_flagged(bench: ModuleType) -> None:
     run = make_run()
     run["loadavg_after"] = [3.4, 2.0, 1.0]
