@@ -30,8 +30,13 @@ def main() -> None:
     model = load_als(ALS_DIR)
     train = pl.read_parquet(SPLIT_DIR / "train.parquet", columns=[Columns.user, Columns.item, Columns.watch_ratio])
     test = pl.read_parquet(SPLIT_DIR / "test.parquet", columns=[Columns.user, Columns.item, Columns.label, Columns.relevance])
+    users = np.unique(test[Columns.user].to_numpy()).astype(np.int32)
     # Structure only (every watched pair), so that filtering removes everything the user has seen.
-    seen = build_confidence_matrix(train, model.user_ids, model.item_ids, "binary", threshold=-np.inf, alpha=0.0)
+    # Only the test users' rows are read, so only their views are aggregated (~1/5 of the rows).
+    test_users_views = train.filter(pl.col(Columns.user).is_in(pl.Series(users).implode()))
+    seen = build_confidence_matrix(
+        test_users_views, model.user_ids, model.item_ids, "binary", threshold=-np.inf, alpha=0.0
+    )
     catalogue = np.unique(test[Columns.item].to_numpy()).astype(np.int32)
     by_views = (
         train.join(pl.DataFrame({Columns.item: catalogue}), on=Columns.item, how="semi")
@@ -42,7 +47,6 @@ def main() -> None:
     fallback = np.concatenate(
         [by_views[Columns.item].to_numpy(), np.setdiff1d(catalogue, by_views[Columns.item].to_numpy())]
     ).astype(np.int32)
-    users = np.unique(test[Columns.user].to_numpy()).astype(np.int32)
     candidates, stats = recommend_candidates(
         model, seen, users, params.n, catalogue=catalogue, filter_seen=True, fallback_items=fallback
     )

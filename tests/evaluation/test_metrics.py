@@ -424,7 +424,7 @@ def test_top_k_matches_stable_sort_at_realistic_size() -> None:
     fast = top_k_items(scores, 200, valid=valid)
     order = np.lexsort((np.arange(3327)[None, :].repeat(150, 0), -scores, ~valid), axis=1)[:, :200]
     np.testing.assert_array_equal(fast, order)
-    # float64 input takes the stable-argsort path and must agree with the float32 fast path.
+    # float64 input takes the partition path and must agree with the float32 fast path.
     np.testing.assert_array_equal(top_k_items(scores.astype(np.float64), 200, valid=valid), fast)
 
 
@@ -475,7 +475,7 @@ def test_top_k_agrees_with_reference(case: tuple[np.ndarray, int, np.ndarray | N
     got = top_k_items(scores, k, valid=valid)
     assert got.shape == (scores.shape[0], k)
     np.testing.assert_array_equal(got, reference_top_k(scores, k, valid))
-    # Same answer from the float64 (stable argsort) path: float32 values are exact in float64.
+    # Same answer from the float64 (partition) path: float32 values are exact in float64.
     np.testing.assert_array_equal(top_k_items(scores.astype(np.float64), k, valid=valid), got)
     # Never a NaN or masked item; no repeats.
     for u, row in enumerate(got):

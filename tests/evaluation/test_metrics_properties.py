@@ -15,7 +15,14 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reco.evaluation.metrics import METRIC_NAMES, metric_key, ranking_metrics, top_k_items
+from reco.evaluation.metrics import (
+    METRIC_NAMES,
+    _top_k_partition,
+    _top_k_stable_sort,
+    metric_key,
+    ranking_metrics,
+    top_k_items,
+)
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -205,6 +212,24 @@ def test_top_k_matches_a_sort_by_score_then_index(case: tuple[list[list[float]],
         valid = [j for j, s in enumerate(row) if not math.isnan(s)]
         best = sorted(valid, key=lambda j: (-row[j], j))[:k]
         assert got[u].tolist() == best + [-1] * (k - len(best))
+
+
+# float64 values that float32 cannot tell apart, infinities and both zeros: ties of every kind.
+SCORE64 = st.sampled_from([0.0, -0.0, 1.0, 1.0 + 1e-12, -1.0, 2.5, math.inf, -math.inf, math.nan, 1e300, -1e-300])
+
+
+@SETTINGS
+@given(st.data())
+def test_float64_partition_path_equals_the_full_stable_sort(data: st.DataObject) -> None:
+    n_users, n_items = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 25))
+    scores = np.array(
+        data.draw(st.lists(st.lists(SCORE64, min_size=n_items, max_size=n_items), min_size=n_users, max_size=n_users))
+    )
+    masked = np.array(data.draw(st.lists(st.booleans(), min_size=n_users * n_items, max_size=n_users * n_items)))
+    invalid = np.isnan(scores) | masked.reshape(n_users, n_items)
+    k = data.draw(st.integers(1, n_items + 2))
+    expected = _top_k_stable_sort(scores, k, invalid)
+    np.testing.assert_array_equal(_top_k_partition(scores, k, invalid), expected)
 
 
 def test_metric_names_are_covered() -> None:
