@@ -856,6 +856,69 @@ def _target(name: str, measured: float, limit: float, unit: str, applies: bool, 
     }
 
 
+# Why a stage holds what it holds at its peak, for the explanation of a missed memory target.
+STAGE_MEMORY_CAUSES: Final[dict[str, str]] = {
+    "ingest": "the simulator keeps the drawn views and the formatted big_matrix frame while the CSV is written",
+    "prepare": "the parsed big_matrix and its sorted copy are in memory together, 12.5M rows x 7 columns each at 1x",
+    "split": "the prepared big_matrix, the training set and its history / held-out parts are in memory together",
+    "features@train": "the history exploded by tag (about 2.5 rows per view) is aggregated in memory",
+}
+
+RATIO_FIX: Final = (
+    "Not tuning but the pipeline's shape: (1) count data acquisition apart (on real KuaiRec it is a "
+    "download; here the simulator, which has its own 60 s target): the ratio without it is in the "
+    "breakdown above; (2) let the data source write typed parquet next to the KuaiRec CSVs, so prepare "
+    "does not parse and validate 1.5 GB of text again; (3) fuse prepare, split and the features into "
+    "fewer processes, giving up part of DVC's per-stage caching (an experiment then reruns more); "
+    "(4) an order-stable multi-threaded training loss inside implicit (the pipeline computes it per "
+    "iteration in fixed blocks, ~0.1 s each). DVC's own time (about 0.6-1 s per stage: start-up, "
+    "hashing, linking outputs into the cache) and ~0.5-1 s of interpreter and library start-up per "
+    "stage process remain with any such change, so with engines this small (32 ALS factors, a ranker "
+    "on 0.19M rows, both chosen on validation) the limit is out of reach for a 10-stage DVC pipeline."
+)
+MEMORY_FIX: Final = (
+    "Stream the stage: scan the input lazily, sort and de-duplicate per range of users, and sink each "
+    "range to parquet, so the peak is bounded by one range instead of growing with the logged views."
+)
+
+
+def explain_missed(run: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, str] | None:
+    """Why a missed target was missed (from this run's numbers) and what would fix it.
+
+    None for a met target and for an informational one (``applies`` False).
+    """
+    if target["passed"] or not target["applies"]:
+        return None
+    if target["name"].startswith("whole pipeline / "):
+        breakdown = time_breakdown(run)
+        rows = breakdown["rows"]
+        whole = run.get("whole_repro") or {}
+        if whole.get("commands_wall_s") is not None:
+            dvc_what, dvc_total = "in the whole repro", whole["wall_s"] - whole["commands_wall_s"]
+        else:
+            dvc_what, dvc_total = "summed over the per-stage runs", sum(row["dvc_s"] or 0.0 for row in rows)
+        biggest = sorted(rows, key=lambda row: -row["other_s"])[:4]
+        parts = ", ".join(f"{row['stage']} {row['other_s']:.1f} s" for row in biggest)
+        allowed = (WHOLE_VS_BARE_MAX_RATIO - 1) * breakdown["engine_s"]
+        reason = (
+            f"{breakdown['beyond_engines_s']:.1f} s of the whole {breakdown['whole_s']:.1f} s is outside the engine "
+            f"fits ({breakdown['engine_s']:.1f} s), where the limit allows {allowed:.1f} s. Largest parts (per-stage "
+            f"runs, excluding the fits and DVC): {parts}; DVC's own time {dvc_what} {dvc_total:.1f} s. "
+            f"Data acquisition alone (ingest, {breakdown['ingest_s']:.1f} s) exceeds the allowance; without it "
+            f"the ratio would be {breakdown['without_ingest_ratio']:.2f}x."
+        )
+        return {"reason": reason, "would_fix": RATIO_FIX}
+    if target["name"] == "largest stage peak RSS":
+        over = [row for row in run["stages"] if row["peak_rss_bytes"] > STAGE_RSS_MAX_BYTES]
+        causes = "; ".join(
+            f"{row['stage']} {row['peak_rss_bytes'] / GIB:.2f} GiB"
+            + (f" ({STAGE_MEMORY_CAUSES[row['stage']]})" if row["stage"] in STAGE_MEMORY_CAUSES else "")
+            for row in over
+        )
+        return {"reason": f"over {STAGE_RSS_MAX_BYTES / GIB:g} GiB: {causes}.", "would_fix": MEMORY_FIX}
+    return {"reason": f"measured {target['measured']:.2f} {target['unit']} against {target['limit']:.2f}.", "would_fix": ""}
+
+
 def evaluate_targets(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every target of one run: measured value, limit, pass/fail, and whether it applies to the run.
 
@@ -896,6 +959,8 @@ def evaluate_targets(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     for stage, limit in (("prepare", PREPARE_MAX_S), ("ingest", INGEST_MAX_S)):
         if stage in stages:
             targets.append(_target(f"stage {stage}", stages[stage]["wall_s"], limit, "s", absolute, "dvc repro --single-item"))
+    for target in targets:
+        target["missed"] = explain_missed(run, target)
     return targets
 
 
@@ -1171,6 +1236,13 @@ def render_run(run: Mapping[str, Any], cores: int | None = None) -> list[str]:
         [[t["name"], format_measured(t), format_measured({**t, "measured": t["limit"]}), format_status(t), t["detail"]]
          for t in run["targets"]],
     )  # fmt: skip
+    missed = [t for t in run["targets"] if t.get("missed")]
+    if missed:
+        lines += ["Missed targets: why, and what would fix them.", ""]
+        for t in missed:
+            fix = f" *What would fix it:* {t['missed']['would_fix']}" if t["missed"]["would_fix"] else ""
+            lines += [f"- **{t['name']}** ({format_measured(t)}): {t['missed']['reason']}{fix}"]
+        lines += [""]
     return lines
 
 
@@ -1340,6 +1412,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the from-scratch whole dvc repro (targets then use the sum of stages)")
     parser.add_argument("--bare-repeats", type=int, default=3, metavar="N",
                         help="run each bare fit N times and report the median (default: 3)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-evaluate the targets of OUT_DIR/results.json and rewrite it and RESULTS.md (no run)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per subprocess (default: 3600)")
     # Internal: the bare fits re-run this file in a subprocess.
     parser.add_argument("--worker", choices=("als", "lightgbm"), help=argparse.SUPPRESS)
@@ -1358,6 +1432,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         payload = worker_als(args.workdir, args.key, args.interactions) if args.worker == "als" else worker_lightgbm(args.workdir)
         args.result.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        return 0
+
+    if args.report_only:
+        results = json.loads((args.out_dir / RESULTS_JSON).read_text(encoding="utf-8"))
+        for run in results["runs"]:  # measurements unchanged; targets and breakdown recomputed
+            run["targets"] = evaluate_targets(run)
+            run["breakdown"] = time_breakdown(run)
+        json_path, md_path = write_results(results, args.out_dir)
+        print(f"rewrote {json_path} and {md_path} from the stored measurements", file=sys.stderr)
         return 0
 
     import yaml

@@ -228,6 +228,37 @@ def test_bare_fits_report_the_median_repeat(bench: ModuleType) -> None:
     assert table_row(markdown, "LightGBM `lightgbm.train`")[1] == "7.00 (median of 7.00, 10.70, 6.90)"
 
 
+def test_a_missed_target_carries_its_reason_and_fix_and_a_met_one_none(bench: ModuleType) -> None:
+    # whole 70 s against engines 24 s: 46 s beyond them where 0.3 x 24 = 7.2 s is allowed.
+    run = make_run(als_fit_s=20.0, lgbm_fit_s=4.0, whole_s=70.0, stage_rss=int(3.5 * GIB))
+    targets = bench.evaluate_targets(run)
+    ratio = target(targets, "whole pipeline / ")
+    assert ratio["missed"]["reason"].startswith("46.0 s of the whole 70.0 s is outside the engine fits (24.0 s)")
+    assert "the limit allows 7.2 s" in ratio["missed"]["reason"] and "without it the ratio would be 2.50x" in ratio["missed"]["reason"]
+    assert ratio["missed"]["would_fix"]
+    memory = target(targets, "largest stage peak RSS")
+    assert "prepare 3.50 GiB (the parsed big_matrix" in memory["missed"]["reason"]
+    informational = bench.evaluate_targets(make_run(scale=2.0, stage_s=30.0))
+    assert target(informational, "stage prepare")["passed"] is False and target(informational, "stage prepare")["missed"] is None
+    assert memory["missed"]["would_fix"].startswith("Stream the stage")
+    assert target(targets, "no-op dvc repro")["missed"] is None
+    markdown = bench.render_markdown(make_results(bench, [run]))
+    assert "- **whole pipeline / (bare ALS fits + bare LightGBM fit)** (2.92x): 46.0 s of the whole" in markdown
+    assert "*What would fix it:* Stream the stage" in markdown
+
+
+def test_report_only_reevaluates_stored_measurements(bench: ModuleType, tmp_path: Path) -> None:
+    results = make_results(bench, [make_run(als_fit_s=20.0, lgbm_fit_s=4.0, whole_s=70.0)])
+    for run in results["runs"]:
+        del run["targets"], run["breakdown"]  # as written by an older version of the script
+    (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    assert bench.main(["--report-only", "--out-dir", str(tmp_path)]) == 0
+    rewritten = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert target(rewritten["runs"][0]["targets"], "whole pipeline / ")["missed"]["would_fix"]
+    assert rewritten["runs"][0]["breakdown"]["engine_s"] == 24.0
+    assert "Missed targets: why, and what would fix them." in (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+
+
 def test_busy_machine_is_flagged(bench: ModuleType) -> None:
     run = make_run()
     run["loadavg_after"] = [3.4, 2.0, 1.0]
