@@ -859,7 +859,7 @@ def _target(name: str, measured: float, limit: float, unit: str, applies: bool, 
 # Why a stage holds what it holds at its peak, for the explanation of a missed memory target.
 STAGE_MEMORY_CAUSES: Final[dict[str, str]] = {
     "ingest": "the simulator keeps the drawn views and the formatted big_matrix frame while the CSV is written",
-    "prepare": "the parsed big_matrix and its sorted copy are in memory together, 12.5M rows x 7 columns each at 1x",
+    "prepare": "the parsed big_matrix (0.9 GiB at 1x) plus, in turn, its 7-column sort and the per-row drop-reason expressions (about 1.5 GiB more each at 1x, RSS sampled per phase)",
     "split": "the prepared big_matrix, the training set and its history / held-out parts are in memory together",
     "features@train": "the history exploded by tag (about 2.5 rows per view) is aggregated in memory",
 }

@@ -237,7 +237,7 @@ def test_a_missed_target_carries_its_reason_and_fix_and_a_met_one_none(bench: Mo
     assert "the limit allows 7.2 s" in ratio["missed"]["reason"] and "without it the ratio would be 2.50x" in ratio["missed"]["reason"]
     assert ratio["missed"]["would_fix"]
     memory = target(targets, "largest stage peak RSS")
-    assert "prepare 3.50 GiB (the parsed big_matrix" in memory["missed"]["reason"]
+    assert "prepare 3.50 GiB (the parsed big_matrix (0.9 GiB at 1x)" in memory["missed"]["reason"]
     informational = bench.evaluate_targets(make_run(scale=2.0, stage_s=30.0))
     assert target(informational, "stage prepare")["passed"] is False and target(informational, "stage prepare")["missed"] is None
     assert memory["missed"]["would_fix"].startswith("Stream the stage")
