@@ -834,6 +834,11 @@ def time_breakdown(run: Mapping[str, Any]) -> dict[str, Any]:
     whole, _ = whole_pipeline_s(run)
     bare = bare_total_s(run)
     ingest = next((row["wall_s"] for row in rows if row["stage"] == "ingest"), 0.0)
+    whole_repro = run.get("whole_repro") or {}
+    if whole_repro.get("commands_wall_s") is not None:
+        dvc_what, dvc_total = "in the whole repro", whole_repro["wall_s"] - whole_repro["commands_wall_s"]
+    else:
+        dvc_what, dvc_total = "summed over the per-stage runs", sum(row["dvc_s"] or 0.0 for row in rows)
     return {
         "rows": rows,
         "whole_s": whole,
@@ -841,6 +846,8 @@ def time_breakdown(run: Mapping[str, Any]) -> dict[str, Any]:
         "beyond_engines_s": whole - bare,
         "ingest_s": ingest,
         "without_ingest_ratio": (whole - ingest) / bare if bare > 0 else None,
+        "dvc_s": dvc_total,
+        "dvc_what": dvc_what,
     }
 
 
@@ -882,28 +889,21 @@ MEMORY_FIX: Final = (
 )
 
 
-def explain_missed(run: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, str] | None:
-    """Why a missed target was missed (from this run's numbers) and what would fix it.
+def explain_missed(run: Mapping[str, Any], target: Mapping[str, Any], breakdown: Mapping[str, Any]) -> dict[str, str] | None:
+    """Why a missed target was missed (from this run's numbers and its :func:`time_breakdown`) and what would fix it.
 
     None for a met target and for an informational one (``applies`` False).
     """
     if target["passed"] or not target["applies"]:
         return None
     if target["name"].startswith("whole pipeline / "):
-        breakdown = time_breakdown(run)
-        rows = breakdown["rows"]
-        whole = run.get("whole_repro") or {}
-        if whole.get("commands_wall_s") is not None:
-            dvc_what, dvc_total = "in the whole repro", whole["wall_s"] - whole["commands_wall_s"]
-        else:
-            dvc_what, dvc_total = "summed over the per-stage runs", sum(row["dvc_s"] or 0.0 for row in rows)
-        biggest = sorted(rows, key=lambda row: -row["other_s"])[:4]
+        biggest = sorted(breakdown["rows"], key=lambda row: -row["other_s"])[:4]
         parts = ", ".join(f"{row['stage']} {row['other_s']:.1f} s" for row in biggest)
         allowed = (WHOLE_VS_BARE_MAX_RATIO - 1) * breakdown["engine_s"]
         reason = (
             f"{breakdown['beyond_engines_s']:.1f} s of the whole {breakdown['whole_s']:.1f} s is outside the engine "
             f"fits ({breakdown['engine_s']:.1f} s), where the limit allows {allowed:.1f} s. Largest parts (per-stage "
-            f"runs, excluding the fits and DVC): {parts}; DVC's own time {dvc_what} {dvc_total:.1f} s. "
+            f"runs, excluding the fits and DVC): {parts}; DVC's own time {breakdown['dvc_what']} {breakdown['dvc_s']:.1f} s. "
             f"Data acquisition alone (ingest, {breakdown['ingest_s']:.1f} s) exceeds the allowance; without it "
             f"the ratio would be {breakdown['without_ingest_ratio']:.2f}x."
         )
@@ -919,8 +919,11 @@ def explain_missed(run: Mapping[str, Any], target: Mapping[str, Any]) -> dict[st
     return {"reason": f"measured {target['measured']:.2f} {target['unit']} against {target['limit']:.2f}.", "would_fix": ""}
 
 
-def evaluate_targets(run: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every target of one run: measured value, limit, pass/fail, and whether it applies to the run.
+def evaluate_targets(run: Mapping[str, Any], breakdown: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every target of one run: measured value, limit, pass/fail, whether it applies, why it was missed.
+
+    ``missed`` comes from :func:`explain_missed` with ``breakdown`` (default: the run's
+    :func:`time_breakdown`).
 
     The absolute-time targets (whole ≤ 240 s, prepare ≤ 20 s, ingest ≤ 60 s) apply to the full
     profile at scale 1; elsewhere they are evaluated but ``applies`` is False (informational).
@@ -959,8 +962,9 @@ def evaluate_targets(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     for stage, limit in (("prepare", PREPARE_MAX_S), ("ingest", INGEST_MAX_S)):
         if stage in stages:
             targets.append(_target(f"stage {stage}", stages[stage]["wall_s"], limit, "s", absolute, "dvc repro --single-item"))
+    breakdown = time_breakdown(run) if breakdown is None else breakdown
     for target in targets:
-        target["missed"] = explain_missed(run, target)
+        target["missed"] = explain_missed(run, target, breakdown)
     return targets
 
 
@@ -1349,8 +1353,8 @@ def benchmark_run(
         run["noop_repro"] = run_noop_repro(work, logs, wrapper)
         run["disk"] = disk_report(work)
         run["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-        run["targets"] = evaluate_targets(run)
         run["breakdown"] = time_breakdown(run)
+        run["targets"] = evaluate_targets(run, run["breakdown"])
         run["workdir"] = str(work) if args.keep else None
         ok = True
         return run
@@ -1437,8 +1441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report_only:
         results = json.loads((args.out_dir / RESULTS_JSON).read_text(encoding="utf-8"))
         for run in results["runs"]:  # measurements unchanged; targets and breakdown recomputed
-            run["targets"] = evaluate_targets(run)
             run["breakdown"] = time_breakdown(run)
+            run["targets"] = evaluate_targets(run, run["breakdown"])
         json_path, md_path = write_results(results, args.out_dir)
         print(f"rewrote {json_path} and {md_path} from the stored measurements", file=sys.stderr)
         return 0

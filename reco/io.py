@@ -162,13 +162,10 @@ def read_npy(path: str | os.PathLike[str]) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
-def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks (constant memory)."""
-    digest = hashlib.sha256()
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (``hashlib.file_digest``: buffered reads, constant memory)."""
     with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def visible_files(folder: str | os.PathLike[str]) -> list[Path]:

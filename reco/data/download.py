@@ -63,18 +63,15 @@ _sleep: Callable[[float], None] = time.sleep
 
 
 def file_md5(path: Path) -> str:
-    """Return the hex MD5 of a file, read in 1 MiB chunks.
+    """Return the hex MD5 of a file (``hashlib.file_digest``: buffered reads, constant memory).
 
     Examples
     --------
     >>> file_md5(Path("KuaiRec.zip"))  # doctest: +SKIP
     '261550d472c48eff4990fb13c0e5bcf7'
     """
-    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 def verify_md5(path: Path, expected_md5: str) -> None:

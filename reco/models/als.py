@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -329,14 +330,10 @@ def _require_cuda() -> None:
 LOSS_BLOCKS: Final = 8  # fixed, so the summation order (and loss.json) does not depend on num_threads
 
 
-def training_loss(
-    matrix: scipy.sparse.csr_matrix,
-    user_factors: np.ndarray,
-    item_factors: np.ndarray,
-    regularization: float,
-    num_threads: int,
-) -> float:
-    """implicit's CPU training loss, computed in parallel but summed in a fixed order.
+def blocked_training_loss(
+    matrix: scipy.sparse.csr_matrix, regularization: float, num_threads: int
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """implicit's CPU training loss of ``matrix`` as a function of the factors, summed in a fixed order.
 
     ``implicit.cpu._als.calculate_loss`` accumulates over OpenMP threads in a timing-dependent
     order, so with several threads its value changes in the last digits from run to run. Here the
@@ -347,31 +344,49 @@ def training_loss(
 
     ``calculate_loss`` returns ``(loss_b + reg * (|Y|^2 + |X_b|^2)) / (C_b + n_b * m - nnz_b)``
     for a block (``C_b``: its total |confidence|); the numerators without the shared ``reg * |Y|^2``
-    and the denominators add up across blocks.
+    and the denominators add up across blocks. The blocks and their denominators depend on the
+    matrix only, so they are built once here and reused at every iteration.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from implicit.cpu import _als as implicit_cpu_als
 
-    item_norm = float(np.einsum("ij,ij->", item_factors, item_factors, dtype=np.float64))
     cuts = np.searchsorted(matrix.indptr, np.linspace(0, matrix.nnz, LOSS_BLOCKS + 1)[1:-1])
     edges = [0, *cuts.tolist(), matrix.shape[0]]
+    blocks = [
+        (start, stop, rows, float(np.abs(rows.data).sum(dtype=np.float64)) + rows.shape[0] * rows.shape[1] - rows.nnz)
+        for start, stop in zip(edges[:-1], edges[1:], strict=True)
+        if stop > start
+        for rows in [matrix[start:stop]]
+    ]
+    denominator = sum(block[3] for block in blocks)
 
-    def block_sums(block: int) -> tuple[float, float]:
-        start, stop = edges[block], edges[block + 1]
-        rows = matrix[start:stop]
-        denominator = float(np.abs(rows.data).sum(dtype=np.float64)) + rows.shape[0] * rows.shape[1] - rows.nnz
-        if denominator == 0:
-            return 0.0, 0.0
-        value = implicit_cpu_als.calculate_loss(
-            rows, user_factors[start:stop], item_factors, regularization, num_threads=1
-        )
-        return value * denominator - regularization * item_norm, denominator
+    def loss(user_factors: np.ndarray, item_factors: np.ndarray) -> float:
+        item_norm = float(np.einsum("ij,ij->", item_factors, item_factors, dtype=np.float64))
 
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        sums = list(pool.map(block_sums, range(LOSS_BLOCKS)))
-    numerator = sum(part for part, _ in sums) + regularization * item_norm
-    return numerator / sum(denominator for _, denominator in sums)
+        def block_numerator(block: tuple[int, int, scipy.sparse.csr_matrix, float]) -> float:
+            start, stop, rows, block_denominator = block
+            value = implicit_cpu_als.calculate_loss(
+                rows, user_factors[start:stop], item_factors, regularization, num_threads=1
+            )
+            return value * block_denominator - regularization * item_norm
+
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            numerators = list(pool.map(block_numerator, blocks))
+        return (sum(numerators) + regularization * item_norm) / denominator
+
+    return loss
+
+
+def training_loss(
+    matrix: scipy.sparse.csr_matrix,
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    regularization: float,
+    num_threads: int,
+) -> float:
+    """One evaluation of :func:`blocked_training_loss` (deterministic for any ``num_threads``)."""
+    return blocked_training_loss(matrix, regularization, num_threads)(user_factors, item_factors)
 
 
 def fit_als(interactions: pl.DataFrame, params: AlsParams, threshold: float) -> tuple[AlsModel, scipy.sparse.csr_matrix]:
@@ -405,13 +420,12 @@ def fit_als(interactions: pl.DataFrame, params: AlsParams, threshold: float) -> 
     from threadpoolctl import threadpool_limits
 
     losses: list[float] = []
+    # implicit's own CPU loss is summed in a timing-dependent order (see blocked_training_loss).
+    cpu_loss = None if params.use_gpu else blocked_training_loss(matrix, params.regularization, params.num_threads)
 
     def record(iteration: int, elapsed: float, loss: float | None) -> None:
-        if not params.use_gpu:
-            # implicit's own loss is summed in a timing-dependent order (see training_loss).
-            loss = training_loss(
-                matrix, model.user_factors, model.item_factors, params.regularization, params.num_threads
-            )
+        if cpu_loss is not None:
+            loss = cpu_loss(model.user_factors, model.item_factors)
         losses.append(float("nan") if loss is None else float(loss))
 
     with threadpool_limits(limits=1, user_api="blas"):
@@ -422,7 +436,7 @@ def fit_als(interactions: pl.DataFrame, params: AlsParams, threshold: float) -> 
             dtype=np.float32,
             use_gpu=params.use_gpu,
             iterations=params.iterations,
-            calculate_training_loss=params.use_gpu,  # CPU: computed by training_loss in `record`
+            calculate_training_loss=params.use_gpu,  # CPU: computed by cpu_loss in `record`
             num_threads=params.num_threads,
             random_state=params.random_state,
         )
