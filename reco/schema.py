@@ -32,6 +32,8 @@ class Columns:
     friend_list: Final = "friend_list"
     user_active_degree: Final = "user_active_degree"
     expected_watch_ratio: Final = "expected_watch_ratio"  # simulator ground truth
+    watch_eta: Final = "watch_eta"  # simulator ground truth: location of log seconds watched
+    skip_shift: Final = "skip_shift"  # simulator ground truth: the viewer's shift of the skip logit
     label: Final = "label"  # binary relevance (label_ratio > threshold)
     label_ratio: Final = "label_ratio"  # watch_ratio scaled by the label rule (reco/data/labels.py)
     relevance: Final = "relevance"  # graded relevance (watch-ratio buckets)
@@ -120,6 +122,11 @@ USER_CATEGORICAL_COLUMNS: Final[tuple[str, ...]] = (
     "friend_user_num_range",
     "register_days_range",
 )
+
+
+EVALUATION_BLOCKS: Final[tuple[str, ...]] = ("validation", "test")
+"""The two fully observed blocks of ``small_matrix``'s users: settings are chosen on ``validation``,
+``test`` is read once, for the chosen configuration."""
 
 
 class PreparedFiles:
