@@ -91,9 +91,14 @@ class SplitParams:
     ranker_labels: Literal["holdout", "last_days"] = "holdout"
     holdout_fraction: float = 0.2  # `holdout`: share of training (user, video) pairs held out
     label_window_days: int = 5  # `last_days`: the last days of big_matrix whose views train the ranker
-    seed: int = 42  # `holdout`: which pairs are held out
+    seed: int = 42  # `holdout`: which pairs are held out; also the validation/test user draw
+    # Share of small_matrix's users in the fully observed *validation* block (stratified by
+    # activity); the rest are the test block. Every setting is chosen on validation.
+    validation_users: float = 0.5
 
     def validate(self) -> None:
+        if not 0.1 <= self.validation_users <= 0.9:
+            _fail("split", "validation_users", self.validation_users, "a number in [0.1, 0.9]")
         if not 0.05 <= self.temporal_test_fraction <= 0.5:
             _fail("split", "temporal_test_fraction", self.temporal_test_fraction, "a number in [0.05, 0.5]")
         if not 0.01 <= self.holdout_fraction <= 0.5:
@@ -258,6 +263,53 @@ class EvaluateParams:
             _fail("evaluate", "top_k_output", self.top_k_output, "an integer >= 1")
 
 
+@dataclass(frozen=True)
+class SeedSpreadParams:
+    """The seeds the headline models are retrained with (stage ``seed_spread``); empty: skip."""
+
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+    def validate(self) -> None:
+        if len(set(self.seeds)) != len(self.seeds) or len(self.seeds) == 1:
+            _fail("seed_spread", "seeds", list(self.seeds), "an empty list or at least two distinct seeds")
+        for seed in self.seeds:
+            _check_seed("seed_spread", "seeds", seed)
+
+
+@dataclass(frozen=True)
+class ComputeParams:
+    """Where the per-user work and the ranker's training run (read only by the stages that use it).
+
+    ``engine: local`` runs in the stage's own process. ``engine: dask`` runs the per-user work as
+    Dask tasks over ``user_partitions`` user partitions and trains the ranker with LightGBM's own
+    distributed training; ``scheduler: null`` starts a ``distributed.LocalCluster`` of
+    ``workers`` processes x ``threads_per_worker`` threads for the stage, an address such as
+    ``tcp://10.0.0.5:8786`` uses an existing cluster.
+    """
+
+    engine: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
+    workers: int = 2
+    threads_per_worker: int = 1
+    user_partitions: int = 8
+
+    def validate(self) -> None:
+        if not 1 <= self.workers <= 1024:
+            _fail("compute", "workers", self.workers, "an integer in [1, 1024]")
+        if not 1 <= self.threads_per_worker <= 256:
+            _fail("compute", "threads_per_worker", self.threads_per_worker, "an integer in [1, 256]")
+        if not 1 <= self.user_partitions <= 4096:
+            _fail("compute", "user_partitions", self.user_partitions, "an integer in [1, 4096]")
+        if self.scheduler is not None:
+            try:
+                url = urllib.parse.urlsplit(self.scheduler)
+                valid = url.scheme in ("tcp", "tls", "inproc", "ucx") and bool(url.hostname or url.scheme == "inproc")
+            except ValueError:
+                valid = False
+            if not valid:
+                _fail("compute", "scheduler", self.scheduler, "null (start a LocalCluster) or an address such as tcp://host:8786")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "split": SplitParams,
@@ -267,6 +319,8 @@ SECTIONS: dict[str, type] = {
     "features": FeaturesParams,
     "ranker": RankerParams,
     "evaluate": EvaluateParams,
+    "seed_spread": SeedSpreadParams,
+    "compute": ComputeParams,
 }
 
 
@@ -379,11 +433,13 @@ def as_dict(params: Any) -> dict[str, Any]:
 __all__ = [
     "AlsParams",
     "CandidatesParams",
+    "ComputeParams",
     "DataParams",
     "EvaluateParams",
     "FeaturesParams",
     "LabelParams",
     "RankerParams",
+    "SeedSpreadParams",
     "SplitParams",
     "as_dict",
     "load_section",

@@ -1,4 +1,4 @@
-"""Stage split: train / history / ranker-label / test sets for `split.protocol` (fully_observed or temporal)."""
+"""Stage split: train / history / ranker-label sets and the validation and test blocks (`split.protocol`)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def main() -> None:
     small = pl.read_parquet(PREPARED_DIR / PreparedFiles.small)
     result = split_interactions(big, small, split, label, source=str(PREPARED_DIR / PreparedFiles.big))
     with atomic_dir(SPLIT_DIR) as tmp:
-        for name in ("train", "history", "ranker_labels", "test"):
-            write_parquet(getattr(result, name), tmp / f"{name}.parquet")
+        for name, frame in result.sets().items():
+            write_parquet(frame, tmp / f"{name}.parquet")
     write_json(result.summary, SUMMARY_FILE)
 
 

@@ -1,4 +1,8 @@
-"""Stage train_ranker: LightGBM LambdaRank on the label-window feature table."""
+"""Stage train_ranker: LightGBM LambdaRank on the ranker's training feature table.
+
+``compute.engine: local`` fits in this process; ``dask`` with LightGBM's distributed training on
+a Dask cluster (:mod:`reco.models.ranker_dask`); both save the same LightGBM text format.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,15 @@ def main() -> None:
     from reco.models.ranker import save_ranker, train_ranker
     from reco.params import load_section
 
-    params = load_section("ranker")
+    params, compute = load_section("ranker"), load_section("compute")
     spec = json.loads((FEATURES_DIR / "features.json").read_text(encoding="utf-8"))
     table = pl.read_parquet(FEATURES_DIR / "table.parquet")
-    ranker = train_ranker(table, spec["features"], spec["categorical"], params)
+    if compute.engine == "dask":
+        from reco.models.ranker_dask import train_ranker_dask
+
+        ranker = train_ranker_dask(table, spec["features"], spec["categorical"], params, compute)
+    else:
+        ranker = train_ranker(table, spec["features"], spec["categorical"], params)
     save_ranker(ranker, MODEL_DIR)
     write_json(ranker.curve, PLOTS_DIR / "ranker_validation.json")
     write_json(ranker.importance, PLOTS_DIR / "feature_importance.json")

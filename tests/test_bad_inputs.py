@@ -45,7 +45,7 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "als": {"factors": 16, "iterations": 8},
     "ranker": {"train_users": 200, "n_estimators": 15, "min_data_in_leaf": 20, "num_leaves": 15},
 }
-UPSTREAM = ["ingest", "prepare", "split", "train_als@ranker", "train_als@test", "candidates", "features@train",
+UPSTREAM = ["ingest", "prepare", "split", "train_als@ranker", "train_als@test", "candidates@test", "features@train",
             "features@test", "train_ranker"]  # fmt: skip
 EXIT_BAD_INPUT = 2
 KUAIREC_PREFIX = "KuaiRec 2.0/data/"
@@ -346,9 +346,9 @@ CASES: list[Case] = [
     # ---- params.yaml: refused by reco/params.py at the start of the stage -------------------
     Case("params-unknown-key", "train_als@test", params={"als": {"factor": 8}},
          messages=("als.factor", "allowed keys in 'als'", "factors")),
-    Case("params-unknown-section", "candidates", params={"alsx": {"factors": 8}},
+    Case("params-unknown-section", "candidates@test", params={"alsx": {"factors": 8}},
          messages=("unknown section(s) alsx", "known:")),
-    Case("params-not-yaml", "candidates", params_text="als: [factors: 8\n", messages=("params.yaml", "not valid YAML")),
+    Case("params-not-yaml", "candidates@test", params_text="als: [factors: 8\n", messages=("params.yaml", "not valid YAML")),
     Case("params-wrong-type", "train_als@test", params={"als": {"factors": "many"}},
          messages=("als.factors = 'many'", "expected an integer")),
     Case("params-factors-not-positive", "train_als@test", params={"als": {"factors": 0}},
@@ -357,20 +357,20 @@ CASES: list[Case] = [
          messages=("als.alpha = -1.0", "a number >= 0")),
     Case("params-negative-regularization", "train_als@test", params={"als": {"regularization": -0.5}},
          messages=("als.regularization = -0.5", "a number >= 0")),
-    Case("params-ks-empty", "evaluate", params={"evaluate": {"ks": []}},
+    Case("params-ks-empty", "evaluate@test", params={"evaluate": {"ks": []}},
          messages=("evaluate.ks = []", "a non-empty increasing list of integers >= 1")),
-    Case("params-ks-non-positive", "evaluate", params={"evaluate": {"ks": [0, 5]}},
+    Case("params-ks-non-positive", "evaluate@test", params={"evaluate": {"ks": [0, 5]}},
          messages=("evaluate.ks = [0, 5]", "integers >= 1")),
-    Case("params-ks-not-integers", "evaluate", params={"evaluate": {"ks": [5, 7.5]}},
+    Case("params-ks-not-integers", "evaluate@test", params={"evaluate": {"ks": [5, 7.5]}},
          messages=("evaluate.ks[1] = 7.5", "expected an integer")),
-    Case("params-ks-above-test-catalogue", "evaluate", params={"evaluate": {"ks": [5, 10, 100_000]}},
+    Case("params-ks-above-test-catalogue", "evaluate@test", params={"evaluate": {"ks": [5, 10, 100_000]}},
          link=("data/raw", "data/split"), messages=("evaluate.ks = [5, 10, 100000]", "test catalogue size")),
     # evaluate may read only its own params sections: it compares max(ks) with the `n` that the
     # candidates stage wrote, up front, beside the catalogue check above.
-    Case("params-candidates-n-below-max-k", "evaluate", params={"evaluate": {"ks": [5, 10, 50]}},
-         link=("data/raw", "data/split"), files={"metrics/candidates.json": '{"n": 30, "recall_at_30": 0.5}'},
+    Case("params-candidates-n-below-max-k", "evaluate@test", params={"evaluate": {"ks": [5, 10, 50]}},
+         link=("data/raw", "data/split"), files={"metrics/candidates/test.json": '{"n": 30, "recall_at_30": 0.5}'},
          messages=("candidates.n", "30", "max(evaluate.ks)", "50")),
-    Case("params-candidates-n-not-positive", "candidates", params={"candidates": {"n": 0}},
+    Case("params-candidates-n-not-positive", "candidates@test", params={"candidates": {"n": 0}},
          messages=("candidates.n = 0", "an integer in [1, 10000]")),
     Case("params-threshold-not-a-number", "split", params={"label": {"threshold": "high"}},
          messages=("label.threshold = 'high'", "a finite number")),
@@ -442,7 +442,7 @@ CASES: list[Case] = [
     Case("raw-unparsable-list", "prepare", raw=edit_file(RawFiles.item_categories, unparsable_tag_list),
          messages=(RawFiles.item_categories, "column 'feat'", "line 2: '[27, x]'")),
     # ---- later stages ---------------------------------------------------------------------
-    Case("test-user-without-history", "evaluate", outcome="served", raw=cold_test_user),
+    Case("test-user-without-history", "evaluate@test", outcome="served", raw=cold_test_user),
     Case("missing-upstream-output", "split", messages=("missing input", "data/prepared/big_matrix.parquet")),
     Case("stage-wrong-arguments", "train_als@test", argv=["-m", "stages.train_als", "data/split/train.parquet"],
          messages=("expected 2 argument(s)", "usage: python -m stages.train_als INTERACTIONS OUT_DIR")),
@@ -522,21 +522,28 @@ def check_quality_report(workdir: Path, base: Path, case: Case) -> None:
 
 def check_served(workdir: Path) -> None:
     """The whole chain runs; the user without history gets popularity candidates and is counted."""
-    for stage in [*UPSTREAM[1:], "evaluate"]:
+    for stage in UPSTREAM[1:3]:
         run_ok(workdir, stage)
-    candidates = json.loads((workdir / "metrics" / "candidates.json").read_text())
-    assert candidates["users_unknown_to_als"] == 1
-    metrics = json.loads((workdir / "metrics" / "metrics.json").read_text())
-    assert metrics["data"]["users_unknown_to_als"] == 1
-    test = pl.read_parquet(workdir / "data" / "split" / "test.parquet")
     train = pl.read_parquet(workdir / "data" / "split" / "train.parquet")
-    cold = test.join(train, on=Columns.user, how="anti")[Columns.user].unique()
+    # the cold user falls in one of the two blocks (the split is stratified by training views)
+    block = next(
+        b for b in ("validation", "test")
+        if pl.read_parquet(workdir / "data" / "split" / f"{b}.parquet").join(train, on=Columns.user, how="anti").height
+    )  # fmt: skip
+    for stage in [*UPSTREAM[3:5], f"candidates@{block}", "features@train", f"features@{block}", "train_ranker", f"evaluate@{block}"]:
+        run_ok(workdir, stage)
+    candidates = json.loads((workdir / "metrics" / "candidates" / f"{block}.json").read_text())
+    assert candidates["users_unknown_to_als"] == 1
+    metrics = json.loads((workdir / "metrics" / "blocks" / block / "metrics.json").read_text())
+    assert metrics["data"]["users_unknown_to_als"] == 1
+    cells = pl.read_parquet(workdir / "data" / "split" / f"{block}.parquet")
+    cold = cells.join(train, on=Columns.user, how="anti")[Columns.user].unique()
     assert cold.len() == 1
-    served = pl.read_parquet(workdir / "data" / "candidates" / "test.parquet").filter(
+    served = pl.read_parquet(workdir / "data" / "candidates" / f"{block}.parquet").filter(
         pl.col(Columns.user) == cold.item()
     )
     assert served.height == candidates["n"]  # a full list, from the popularity fallback
-    top = pl.read_parquet(workdir / "data" / "recommendations" / "top_k.parquet")
+    top = pl.read_parquet(workdir / "data" / "evaluation" / block / "top_k.parquet")
     assert top.filter(pl.col(Columns.user) == cold.item()).height > 0
 
 

@@ -25,7 +25,12 @@ TINY_OVERRIDES = {
     "candidates": {"n": 30},
     "als": {"factors": 16, "iterations": 8},
     "ranker": {"train_users": 200, "n_estimators": 60, "min_data_in_leaf": 20, "num_leaves": 15},
+    "seed_spread": {"seeds": [1, 2]},
 }
+MODELS = {
+    "random", "popularity", "duration", "duration_popularity", "popularity_within_duration", "als", "ranker",
+    "oracle", "oracle_watch_ratio", "oracle_item", "oracle_item_watch_ratio",
+}  # fmt: skip
 
 
 def set_params(workdir: Path, overrides: dict[str, dict]) -> None:
@@ -57,23 +62,30 @@ def test_metrics_layout_and_model_order(pipeline: Path) -> None:
     metrics = json.loads((pipeline / "metrics" / "metrics.json").read_text())
     assert metrics["protocol"] == "fully_observed"
     assert metrics["label_threshold"] == 2.0
-    assert metrics["data"]["source"] == "simulate" and metrics["data"]["profile"] == "tiny"
-    assert set(metrics["models"]) == {"random", "popularity", "als", "ranker", "oracle", "oracle_item"}
-    for model in metrics["models"].values():
-        for k in (5, 10, 20):
-            for name in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage"):
-                assert 0.0 <= model[f"{name}_at_{k}"] <= 1.0
+    # a validation block (where settings are chosen) and the test block, with the same models and metrics
+    for block in ("validation", "test"):
+        section = metrics[block]
+        assert section["data"]["source"] == "simulate" and section["data"]["profile"] == "tiny"
+        assert set(section["models"]) == MODELS
+        for model in section["models"].values():
+            for k in (5, 10, 20):
+                for name in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage"):
+                    assert 0.0 <= model[f"{name}_at_{k}"] <= 1.0
+        assert "recall_at_30" in section["candidates"]
+        ndcg = {name: values["ndcg_at_10"] for name, values in section["models"].items()}
+        # The ground truth must beat chance by a wide margin even on the tiny profile.
+        assert ndcg["oracle"] > ndcg["random"] + 0.1
+    assert metrics["validation"]["models"].keys() == metrics["test"]["models"].keys()
     assert "ndcg" in metrics["definitions"]
-    assert "recall_at_30" in metrics["candidates"]
-    ndcg = {name: values["ndcg_at_10"] for name, values in metrics["models"].items()}
-    # The ground truth must beat chance by a wide margin even on the tiny profile.
-    assert ndcg["oracle"] > ndcg["random"] + 0.1
+    spread = json.loads((pipeline / "metrics" / "seed_spread.json").read_text())
+    assert spread["seeds"] == [1, 2] and set(spread["blocks"]) == {"validation", "test"}
+    assert len(spread["blocks"]["test"]["models"]["ranker"]["ndcg_at_10"]["values"]) == 2
 
 
 def test_recommendations_file_is_the_served_top_k(pipeline: Path) -> None:
     import polars as pl
 
-    top = pl.read_parquet(pipeline / "data" / "recommendations" / "top_k.parquet")
+    top = pl.read_parquet(pipeline / "data" / "evaluation" / "test" / "top_k.parquet")
     assert top.columns == ["user_id", "video_id", "rank", "score"]
     per_user = top.group_by("user_id").agg(pl.len().alias("n"), pl.col("rank").min().alias("first"))
     assert per_user["n"].max() <= 10 and per_user["first"].max() == 1
@@ -155,25 +167,32 @@ def downstream(stages: dict[str, dict], changed: set[str]) -> set[str]:
 def test_dependency_graph_helpers_agree_with_the_pipeline(pipeline: Path) -> None:
     # Guards the helpers the tests below compute their expectations with.
     stages = pipeline_stages(pipeline)
-    assert {name for name, s in stages.items() if "ranker" in s["params"]} == {"train_ranker"}
-    assert downstream(stages, {"train_ranker"}) == {"train_ranker", "evaluate"}
+    assert {name for name, s in stages.items() if "ranker" in s["params"]} == {"train_ranker", "seed_spread"}
+    # seed_spread retrains its own rankers from the ranker's features: not downstream of train_ranker
+    assert downstream(stages, {"train_ranker"}) == {"train_ranker", "evaluate@validation", "evaluate@test", "report"}
     assert downstream(stages, {"ingest"}) == set(stages)
 
 
-def test_changing_a_ranker_param_marks_train_ranker_then_evaluate(pipeline: Path) -> None:
+def test_changing_a_ranker_param_marks_its_readers_then_their_downstream(pipeline: Path) -> None:
     stages = pipeline_stages(pipeline)
     readers = {name for name, s in stages.items() if "ranker" in s["params"]}
     expected = downstream(stages, readers)
-    assert expected == {"train_ranker", "evaluate"}
+    assert {"train_ranker", "evaluate@validation", "evaluate@test", "report"} <= expected
+    assert not expected & {"ingest", "prepare", "split", "train_als@ranker", "candidates@test", "features@train"}
     original = (pipeline / "params.yaml").read_text()
     try:
         set_params(pipeline, {"ranker": {"num_leaves": 7}})
         # `dvc status` lists the stages whose own deps changed: those reading the `ranker` section...
         assert stale_stages(pipeline) == readers
         assert stages_rerun(pipeline, "--single-item", "train_ranker") == {"train_ranker"}
-        # ...and once the ranker is retrained, the stages consuming its outputs, and nothing else.
-        assert stale_stages(pipeline) == expected - readers == {"evaluate"}
-        assert stages_rerun(pipeline) == {"evaluate"}
+        # ...and once the ranker is retrained, the stages consuming its outputs.
+        consumers = {
+            name for name, s in stages.items()
+            if any(_overlaps(dep, out) for dep in s["deps"] for out in stages["train_ranker"]["outs"])
+        }  # fmt: skip
+        assert {"evaluate@validation", "evaluate@test"} <= consumers
+        assert stale_stages(pipeline) == (readers - {"train_ranker"}) | consumers
+        assert stages_rerun(pipeline) == expected - {"train_ranker"}
         assert stale_stages(pipeline) == set()
     finally:
         (pipeline / "params.yaml").write_text(original)
@@ -181,17 +200,43 @@ def test_changing_a_ranker_param_marks_train_ranker_then_evaluate(pipeline: Path
     assert stale_stages(pipeline) == set()
 
 
+def test_choosing_on_validation_never_builds_the_test_block(pipeline: Path) -> None:
+    # What the selection sweep runs: `dvc exp run evaluate@validation` targets the validation block only.
+    stages = pipeline_stages(pipeline)
+    test_only = {"candidates@test", "features@test", "evaluate@test", "report"}
+    upstream_of_validation = {"evaluate@validation"}
+    grew = True
+    while grew:
+        grew = False
+        for name, stage in stages.items():
+            if name not in upstream_of_validation and any(
+                _overlaps(dep, out) for other in upstream_of_validation for dep in stages[other]["deps"] for out in stage["outs"]
+            ):
+                upstream_of_validation.add(name)
+                grew = True
+    assert not upstream_of_validation & test_only, upstream_of_validation & test_only
+    original = (pipeline / "params.yaml").read_text()
+    try:
+        set_params(pipeline, {"ranker": {"num_leaves": 5}})
+        assert stages_rerun(pipeline, "evaluate@validation") == {"train_ranker", "evaluate@validation"}
+    finally:
+        (pipeline / "params.yaml").write_text(original)
+        dvc("repro", cwd=pipeline)
+    assert stale_stages(pipeline) == set()
+
+
 def test_changing_an_upstream_param_reruns_exactly_the_downstream_stages(pipeline: Path) -> None:
     stages = pipeline_stages(pipeline)
     readers = {name for name, s in stages.items() if "als" in s["params"]}
-    assert readers == {"train_als@ranker", "train_als@test"}
+    assert readers == {"train_als@ranker", "train_als@test", "seed_spread"}
     original = (pipeline / "params.yaml").read_text()
     try:
         set_params(pipeline, {"als": {"factors": 8}})
         assert stale_stages(pipeline) == readers
         assert stages_rerun(pipeline) == downstream(stages, readers) == {
-            "train_als@ranker", "train_als@test", "candidates", "features@train", "features@test",
-            "train_ranker", "evaluate",
+            "train_als@ranker", "train_als@test", "candidates@validation", "candidates@test", "features@train",
+            "features@validation", "features@test", "train_ranker", "evaluate@validation", "evaluate@test",
+            "seed_spread", "report",
         }  # fmt: skip
     finally:
         (pipeline / "params.yaml").write_text(original)
@@ -247,7 +292,7 @@ def test_plots_render_from_the_outputs_without_network(pipeline: Path, tmp_path:
         (rendered,) = shown["data"][plot_id]
         assert rendered["type"] == "vega" and rendered["content"]["data"]["values"], plot_id
     rows = shown["data"]["metrics_at_k"][0]["content"]["data"]["values"]
-    assert {row["model"] for row in rows} == {"random", "popularity", "als", "ranker", "oracle", "oracle_item"}
+    assert {row["model"] for row in rows} == MODELS
     assert {row["field"] for row in rows} == {"precision", "recall", "ndcg", "map"}
     # The HTML page (template from .dvc/config) inlines vega, vega-lite and vega-embed: no CDN.
     out = tmp_path / "html"

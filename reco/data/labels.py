@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from reco import portable_math
 from reco.params import LabelParams
 from reco.schema import Columns
 
@@ -60,11 +61,16 @@ class LabelRule:
 
 
 def duration_bucket_edges(durations_ms: np.ndarray, n_buckets: int) -> tuple[float, ...]:
-    """Inner edges of ``n_buckets`` log-spaced buckets between the 1st and 99th percentile."""
+    """Inner edges of ``n_buckets`` log-spaced buckets between the 1st and 99th percentile.
+
+    The spacing uses :func:`reco.portable_math.geomspace` (numpy's ``geomspace`` goes through
+    SIMD ``log10``/``power`` kernels that round differently per CPU, and an edge is rounded to
+    3 decimals and compared with every duration).
+    """
     low, high = np.percentile(durations_ms.astype(np.float64), [1.0, 99.0])
     low = max(float(low), 1.0)
     high = max(float(high), low * 1.0001)
-    return tuple(float(round(e, 3)) for e in np.geomspace(low, high, n_buckets + 1)[1:-1])
+    return tuple(float(round(e, 3)) for e in portable_math.geomspace(low, high, n_buckets + 1)[1:-1])
 
 
 def bucket_index_expr(edges_ms: tuple[float, ...]) -> pl.Expr:

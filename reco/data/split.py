@@ -15,7 +15,10 @@ so ranking metrics are unbiased. The sets are:
 
     ``holdout`` (default)
         A seeded random ``split.holdout_fraction`` of the training (user, video) *pairs*, with all
-        their views, from the whole period. This mirrors how the test was carved out: the
+        their views, from the whole period. A pair is held out when a 64-bit hash of (pair,
+        ``split.seed``) falls below the fraction (:func:`holdout_mask`): the decision needs only the
+        pair itself, so it is the same whichever rows are processed together, and the share held
+        out is the fraction up to binomial noise. This mirrors how the test was carved out: the
         ``small_matrix`` views span the same days as ``big_matrix`` (Jul 5 - Sep 5), so the test
         asks "which of these videos does the user like, given the rest of the period's logs" and
         not "what will they like next week". A ranker trained on a *later* window instead learns
@@ -25,8 +28,12 @@ so ranking metrics are unbiased. The sets are:
         The last ``split.label_window_days`` local dates are the label window, everything before
         is history (pairs already seen in history dropped: a re-watch). Use it to ask the
         forward-looking question.
-``test``
-    ``small_matrix``, one row per pair, with the binary label and graded relevance.
+``validation`` / ``test``
+    ``small_matrix``'s users are split (``split.validation_users``, seeded, stratified by their
+    number of training views) into two fully observed blocks shaped alike: every setting is
+    chosen on the *validation* block and the *test* block is read once, for the chosen
+    configuration. One row per pair, with the binary label and graded relevance. Both blocks'
+    pairs are excluded from every training set.
 
 ``split.protocol: temporal`` reproduces the common notebook setup instead, for comparison with
 published tables: ``small_matrix`` alone, split chronologically (the last
@@ -62,20 +69,28 @@ import polars as pl
 from reco.data.labels import LABEL_KINDS, fit_label_rule, label_ratio_expr, labelled_ratio, positive_rate_by_bucket
 from reco.errors import InputDataError
 from reco.params import LabelParams, SplitParams
-from reco.schema import Columns
+from reco.schema import EVALUATION_BLOCKS, Columns
 
 PAIR = [Columns.user, Columns.item]
 
 
+STRATUM_SIZE = 10  # users of similar activity among which the validation users are drawn
+
+
 @dataclass(frozen=True)
 class SplitResult:
-    """The four interaction sets and a JSON-ready summary."""
+    """The training sets, the two fully observed evaluation blocks and a JSON-ready summary."""
 
     train: pl.DataFrame
     history: pl.DataFrame
     ranker_labels: pl.DataFrame
+    validation: pl.DataFrame
     test: pl.DataFrame
     summary: dict[str, Any]
+
+    def sets(self) -> dict[str, pl.DataFrame]:
+        """Every set by its file name stem (``train``, ``history``, ``ranker_labels``, ``validation``, ``test``)."""
+        return {name: getattr(self, name) for name in ("train", "history", "ranker_labels", *EVALUATION_BLOCKS)}
 
 
 def graded_relevance(watch_ratio: pl.Expr, edges: Sequence[float]) -> pl.Expr:
@@ -132,20 +147,76 @@ def first_view_per_pair(frame: pl.DataFrame) -> pl.DataFrame:
     return ordered.filter((pair_key() != pair_key().shift(1)).fill_null(True))
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def splitmix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: a well-mixed uint64 per input, in exact integer arithmetic (same on every CPU)."""
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def holdout_mask(keys: pl.Series | np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for the pairs (``pair_keys``) held out: ``hash(pair, seed) < fraction`` of the hash range.
+
+    Examples
+    --------
+    >>> keys = np.arange(100_000, dtype=np.int64)
+    >>> round(float(holdout_mask(keys, 0.2, 42).mean()), 2)
+    0.2
+    """
+    salt = splitmix64(np.array([seed], dtype=np.uint64))[0]
+    hashed = splitmix64(np.asarray(keys).astype(np.int64).view(np.uint64) ^ salt)
+    return (hashed >> np.uint64(11)) < np.uint64(round(fraction * 2**53))
+
+
 def _holdout_pairs(train: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Split ``train`` into (history, held-out views, number of held-out pairs) by a seeded pair draw.
+    """Split ``train`` into (history, held-out views, number of held-out pairs) by a seeded pair hash.
 
     Every view of a held-out pair leaves the history, so no feature sees the outcome it predicts.
-    The draw is over the sorted unique pairs with numpy's generator: stable across polars versions.
     """
-    keys = pair_keys(train)
-    unique_pairs = keys.unique().sort()
+    held = pl.Series(holdout_mask(pair_keys(train).to_numpy(), fraction, seed))
+    window = train.filter(held)
+    return train.filter(~held), window, int(pair_keys(window).n_unique())
+
+
+def split_evaluation_users(
+    users: np.ndarray, activity: np.ndarray, validation_share: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split evaluation users into (validation, test) sorted id arrays, stratified by ``activity``.
+
+    Users are ordered by activity (ties by id) and cut into strata of ``STRATUM_SIZE``; each
+    stratum gives its share of validation users (largest remainders, so the total is exactly
+    ``round(validation_share * n)``), drawn by a seeded permutation within the stratum. Both
+    blocks then have the same mix of light and heavy users.
+
+    Examples
+    --------
+    >>> val, test = split_evaluation_users(np.arange(100), np.arange(100), 0.5, seed=1)
+    >>> len(val), len(test), bool(abs(val.mean() - test.mean()) < 5)
+    (50, 50, True)
+    """
+    users = np.asarray(users)
+    order = np.lexsort((users, np.asarray(activity)))
+    sorted_users = users[order]
+    n = sorted_users.size
+    bounds = list(range(0, n, STRATUM_SIZE)) + [n]
+    sizes = np.diff(bounds).astype(np.float64)
+    share = sizes * validation_share
+    per_stratum = np.floor(share).astype(np.int64)
+    left = int(round(validation_share * n)) - int(per_stratum.sum())
+    if left > 0:
+        per_stratum[np.argsort(-(share - per_stratum), kind="stable")[:left]] += 1
     rng = np.random.default_rng(seed)
-    n_held = int(round(unique_pairs.len() * fraction))
-    chosen = np.zeros(unique_pairs.len(), dtype=bool)
-    chosen[rng.choice(unique_pairs.len(), size=n_held, replace=False)] = True
-    held = keys.is_in(unique_pairs.filter(pl.Series(chosen)).implode())
-    return train.filter(~held), train.filter(held), n_held
+    chosen = np.zeros(n, dtype=bool)
+    for start, stop, k in zip(bounds[:-1], bounds[1:], per_stratum, strict=True):
+        chosen[start + rng.permutation(stop - start)[:k]] = True
+    return np.sort(sorted_users[chosen]), np.sort(sorted_users[~chosen])
 
 
 def _positive_rate(frame: pl.DataFrame) -> float:
@@ -232,14 +303,26 @@ def split_interactions(
     overlap = int(has_pair_in(ranker_labels, pair_keys(history)).sum())
     if overlap:
         raise InputDataError(source, f"leakage: {overlap} ranker-label pairs also appear in the history")
-    test = with_labels(first_view_per_pair(small), label)  # sorted by pair
+    evaluation = with_labels(first_view_per_pair(small), label)  # sorted by pair
+    activity = (
+        evaluation.select(pl.col(Columns.user).unique())
+        .join(train.group_by(Columns.user).len(), on=Columns.user, how="left")
+        .sort(Columns.user)
+    )
+    validation_users, test_users = split_evaluation_users(
+        activity[Columns.user].to_numpy(), activity["len"].fill_null(0).to_numpy(), split.validation_users, split.seed
+    )
+    blocks = {
+        "validation": evaluation.filter(pl.col(Columns.user).is_in(pl.Series(validation_users).implode())),
+        "test": evaluation.filter(pl.col(Columns.user).is_in(pl.Series(test_users).implode())),
+    }
 
     leaked = {
         name: int(has_pair_in(frame, test_pairs).sum())
         for name, frame in (("train", train), ("history", history), ("ranker_labels", ranker_labels))
     }
     if any(leaked.values()):
-        raise InputDataError(source, f"leakage: test (user, video) pairs found in training sets: {leaked}")
+        raise InputDataError(source, f"leakage: evaluation (user, video) pairs found in training sets: {leaked}")
 
     # Both kinds for the summary; the active one is already fitted.
     rules_by_kind = {kind: rule if kind == rule.kind else fit_label_rule(train, label, kind) for kind in LABEL_KINDS}
@@ -248,34 +331,42 @@ def split_interactions(
         **protocol_info,
         "label_threshold": label.threshold,
         "ranker_labels": label_set,
+        "evaluation_blocks": {
+            "validation_users_share": split.validation_users,
+            "stratified_by": "training views per user",
+            "seed": split.seed,
+        },
         "rows": {
             "training_source": big.height,
-            "removed_test_pairs_from_training_source": big.height - train.height,
+            "removed_evaluation_pairs_from_training_source": big.height - train.height,
             "train": train.height,
             "history": history.height,
             "ranker_label_views": window.height,
             "ranker_labels": ranker_labels.height,
-            "test": test.height,
+            **{name: frame.height for name, frame in blocks.items()},
         },
         "users": {
             "train": train[Columns.user].n_unique(),
             "ranker_labels": ranker_labels[Columns.user].n_unique(),
-            "test": test[Columns.user].n_unique(),
-            "test_without_training_history": test.select(Columns.user)
-            .unique()
-            .join(train.select(Columns.user).unique(), on=Columns.user, how="anti")
-            .height,
+            **{name: frame[Columns.user].n_unique() for name, frame in blocks.items()},
+            "evaluation_without_training_history": int((activity["len"].fill_null(0) == 0).sum()),
         },
-        "items": {"train": train[Columns.item].n_unique(), "test": test[Columns.item].n_unique()},
+        "items": {"train": train[Columns.item].n_unique(), **{n: f[Columns.item].n_unique() for n, f in blocks.items()}},
         "positive_rate": {
             "ranker_labels": _positive_rate(ranker_labels),
-            "test": _positive_rate(test),
+            **{name: _positive_rate(frame) for name, frame in blocks.items()},
         },
-        "leakage_check": {"test_pairs_in_training_sets": leaked, "passed": True},
+        "leakage_check": {"evaluation_pairs_in_training_sets": leaked, "passed": True},
         "label_rule": rule.as_dict(),
         "positive_rate_by_duration_bucket": {
-            kind: {name: positive_rate_by_bucket(frame, kind_rule, rule.edges_ms) for name, frame in (("train", train), ("test", small))}
+            kind: {
+                name: positive_rate_by_bucket(frame, kind_rule, rule.edges_ms)
+                for name, frame in (("train", train), ("evaluation", small))
+            }
             for kind, kind_rule in rules_by_kind.items()
         },
     }
-    return SplitResult(train=train, history=history, ranker_labels=ranker_labels, test=test, summary=summary)
+    return SplitResult(
+        train=train, history=history, ranker_labels=ranker_labels, validation=blocks["validation"],
+        test=blocks["test"], summary=summary,
+    )  # fmt: skip

@@ -1,8 +1,10 @@
-"""Score every model on the same fully observed test grid and assemble ``metrics.json``.
+"""Score every model on the same fully observed grid of one evaluation block; per-user and mean metrics.
 
-The grid is every test user x every test video; a cell is *observed* when ``small_matrix`` has it
-(99.6% of cells in KuaiRec). Every model ranks only the observed cells of each user, so no model
-is rewarded or punished for the few unobserved ones. Relevance is the binary ``label``.
+The grid is every user x every video of the block (``validation`` or ``test``, two disjoint sets
+of ``small_matrix`` users); a cell is *observed* when ``small_matrix`` has it (99.6% of cells in
+KuaiRec). Every model ranks only the observed cells of each user, so no model is rewarded or
+punished for the few unobserved ones. Relevance is the binary ``label``. (``TestGrid`` and
+``build_test_grid`` keep their names from when the test was the only block.)
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from reco.evaluation.metrics import DEFINITIONS, RankingResult, ranking_metrics, top_k_items
+from reco.evaluation.metrics import DEFINITIONS, METRIC_NAMES, RankingResult, ranking_metrics, top_k_items
 from reco.models.baselines import grid_scores
 from reco.schema import Columns
 
 
 @dataclass(frozen=True)
 class TestGrid:
-    """Dense view of the test set: sorted users and items, relevance and observed masks."""
+    """Dense view of one evaluation block: sorted users and items, relevance and observed masks."""
 
     users: np.ndarray  # int32, sorted
     items: np.ndarray  # int32, sorted
@@ -29,7 +31,7 @@ class TestGrid:
 
 
 def build_test_grid(test: pl.DataFrame) -> TestGrid:
-    """Build the grid from a test frame with user, video and ``label`` columns (one row per pair)."""
+    """Build the grid from a block frame with user, video and ``label`` columns (one row per pair)."""
     users = np.unique(test[Columns.user].to_numpy()).astype(np.int32)
     items = np.unique(test[Columns.item].to_numpy()).astype(np.int32)
     marked = test.select(Columns.user, Columns.item, pl.col(Columns.label).cast(pl.Float32), pl.lit(1.0).alias("_obs"))
@@ -84,7 +86,7 @@ def evaluate_models(
 
 
 def top_k_frame(grid: TestGrid, matrix: np.ndarray, k: int, recommended: np.ndarray | None = None) -> pl.DataFrame:
-    """The product's output: top-``k`` (user_id, video_id, rank, score) per test user.
+    """The product's output: top-``k`` (user_id, video_id, rank, score) per grid user.
 
     ``recommended`` (this matrix's list from :func:`top_k_lists` with at least ``k`` columns) skips
     the selection: top-K lists are nested, so its first ``k`` columns are the top-``k``.
@@ -114,3 +116,57 @@ def metrics_payload(results: dict[str, RankingResult], ndigits: int = 6) -> dict
         "definitions": dict(DEFINITIONS),
         "models": {name: {k: round(float(v), ndigits) for k, v in sorted(r.summary.items())} for name, r in results.items()},
     }
+
+
+PER_USER_SCHEMA: pl.Schema = pl.Schema(
+    {
+        Columns.user: pl.Int32,
+        "model": pl.String,
+        "metric": pl.String,
+        "k": pl.Int16,
+        "value": pl.Float64,
+    }
+)
+
+
+def per_user_frame(grid: TestGrid, results: dict[str, RankingResult]) -> pl.DataFrame:
+    """Every evaluated user's value of every metric at every K, long format (:data:`PER_USER_SCHEMA`).
+
+    One row per (evaluated user, model, metric, K) for the metrics of
+    :data:`reco.evaluation.metrics.METRIC_NAMES` (coverage is not per user), sorted by model,
+    metric, K and user id; the mean of a (model, metric, K) group is the value in ``metrics.json``.
+
+    Examples
+    --------
+    >>> test = pl.DataFrame({"user_id": [7, 7, 9], "video_id": [1, 2, 1], "label": [True, False, False]})
+    >>> grid = build_test_grid(test)
+    >>> frame = per_user_frame(grid, evaluate_models(grid, {"m": grid.relevant.astype(np.float32)}, [1]))
+    >>> frame.filter(pl.col("metric") == "ndcg").rows()
+    [(7, 'm', 'ndcg', 1, 1.0)]
+    """
+    parts = []
+    for model in sorted(results):
+        result = results[model]
+        users = grid.users[result.evaluated_users].astype(np.int32)
+        keys = sorted(
+            (name, int(key.rpartition("_at_")[2]))
+            for key in result.per_user
+            for name in METRIC_NAMES
+            if key.rpartition("_at_")[0] == name
+        )
+        for name, k in keys:
+            parts.append(
+                pl.DataFrame(
+                    {
+                        Columns.user: users,
+                        "model": pl.Series([model] * len(users), dtype=pl.String),
+                        "metric": pl.Series([name] * len(users), dtype=pl.String),
+                        "k": pl.Series(np.full(len(users), k, dtype=np.int16)),
+                        "value": np.asarray(result.per_user[f"{name}_at_{k}"], dtype=np.float64),
+                    },
+                    schema=PER_USER_SCHEMA,
+                )
+            )
+    if not parts:
+        return pl.DataFrame(schema=PER_USER_SCHEMA)
+    return pl.concat(parts, rechunk=True)

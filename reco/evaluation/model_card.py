@@ -1,9 +1,13 @@
 """The model card: a deterministic markdown summary of what was trained, on what, and how well.
 
 Everything in the card is read from the run's own artifacts (the raw-data manifest and checksums,
-the models' saved parameters, and the metrics payloads written by ``evaluate``); nothing is typed
-in by hand, and the statements under *Known limitations* are derived from the numbers. No
-timestamps, no absolute paths, fixed float formatting: the same inputs give the same bytes.
+the models' saved parameters, the per-block payloads of ``evaluate@validation`` and
+``evaluate@test`` merged by ``report``, and the seed spread); nothing is typed in by hand, and the
+statements under *Known limitations* are derived from the numbers. The headline results are the
+test block's (read once, for the chosen configuration), with 95% bootstrap intervals over test
+users and, beside them, the spread of the seed-dependent models over training seeds; the
+validation block, where every setting is chosen, has its own table. No timestamps, no absolute
+paths, fixed float formatting: the same inputs give the same bytes.
 
 Example
 -------
@@ -23,17 +27,75 @@ from typing import Any, Final
 from reco.io import folder_checksums
 
 __all__ = [
+    "BLOCKS",
     "LIGHTGBM_CARD_KEYS",
+    "MODEL_DESCRIPTIONS",
     "MODEL_ORDER",
+    "SEED_DEPENDENT",
     "ModelCardInputs",
     "fmt",
     "lightgbm_card_params",
     "raw_data_fingerprint",
     "render_model_card",
+    "seed_spread_models",
 ]
 
 # Order of the models in every table; models not listed follow in name order.
-MODEL_ORDER: Final[tuple[str, ...]] = ("ranker", "als", "popularity", "random", "oracle", "oracle_item")
+MODEL_ORDER: Final[tuple[str, ...]] = (
+    "ranker",
+    "als",
+    "popularity",
+    "popularity_within_duration",
+    "duration_popularity",
+    "duration",
+    "random",
+    "oracle",
+    "oracle_watch_ratio",
+    "oracle_item",
+    "oracle_item_watch_ratio",
+)
+BLOCKS: Final[tuple[str, ...]] = ("test", "validation")  # the order of the card: the headline block first
+SEED_SPREAD_FILE: Final = "metrics/seed_spread.json"
+# Models whose results move with a training seed (ALS's random_state, the ranker's seed): the seed spread's subject.
+SEED_DEPENDENT: Final[tuple[str, ...]] = ("als", "ranker")
+# What each model is (the Models section).
+MODEL_DESCRIPTIONS: Final[dict[str, str]] = {
+    "random": "uniform random scores (the floor).",
+    "popularity": "each video's smoothed positive rate in training; the same list for everyone.",
+    "duration": (
+        "shortest videos first (score = -video duration): under a watch-ratio label short videos are positive "
+        "far more often, so this list shows what the length alone explains."
+    ),
+    "duration_popularity": (
+        "the smoothed positive rate in training of the video's duration bucket (the label rule's buckets); every "
+        "video of a bucket gets its bucket's rate (ties by video id): the duration effect alone, learned."
+    ),
+    "popularity_within_duration": (
+        "the video's positive rate (smoothed toward its bucket's rate) divided by its duration bucket's rate: "
+        "popularity with the duration effect removed."
+    ),
+    "als": "implicit ALS alone (the candidate generator), ranking the whole block catalogue.",
+    "ranker": "ALS top-N candidates re-ranked by LightGBM; other videos follow in ALS order.",
+    "oracle": (
+        "the honest oracle: each user's cells ranked by the true probability of the label under the simulator's "
+        "generative model, P(watch_ratio > the cell's cut-off of the fitted label rule). The label is a coin flip "
+        "with that probability, so no model can beat this order on average (a ceiling, not a model); on one "
+        "draw of the labels it can lose by chance."
+    ),
+    "oracle_watch_ratio": (
+        "the cells ranked by the true expected watch ratio. Not the best order for a binary label: a long looping "
+        "session on a short video raises the mean ratio without making a positive more likely, so a model can "
+        "beat it (a diagnostic)."
+    ),
+    "oracle_item": (
+        "each video's true label probability averaged over the block's users, the same list for everyone: the best "
+        "non-personalised ranking for this label (a diagnostic, not a model)."
+    ),
+    "oracle_item_watch_ratio": (
+        "each video's true expected watch ratio averaged over the block's users, the same list for everyone "
+        "(a diagnostic)."
+    ),
+}
 # The LightGBM settings worth showing (the booster carries ~100, most of them defaults).
 LIGHTGBM_CARD_KEYS: Final[tuple[str, ...]] = (
     "objective",
@@ -129,6 +191,36 @@ def lightgbm_card_params(booster_params: Mapping[str, Any], keys: Sequence[str] 
     return {key: booster_params[key] for key in keys if key in booster_params}
 
 
+def seed_spread_models(seed_spread: Mapping[str, Any] | None, block: str) -> dict[str, Mapping[str, Any]] | None:
+    """The per-model entries of ``metrics/seed_spread.json`` for ``block`` (``None``: no file).
+
+    Reads ``{"seeds", "blocks": {block: {"models": {model: {metric_at_k: {"mean", "std", "min",
+    "max", "values"}}}}}}``; a flat ``{"seeds", "block", "models"}`` payload is read as the entry of
+    its ``block`` (of every block when it names none). A block or model without an entry gives an
+    empty mapping or no key.
+
+    Examples
+    --------
+    >>> spread = {"seeds": [1, 2], "blocks": {"test": {"models": {"als": {"ndcg_at_10": {"std": 0.01}}}}}}
+    >>> list(seed_spread_models(spread, "test")), seed_spread_models(spread, "validation")
+    (['als'], {})
+    >>> seed_spread_models(None, "test") is None
+    True
+    """
+    if seed_spread is None:
+        return None
+    if isinstance(seed_spread.get("blocks"), Mapping):
+        entry = seed_spread["blocks"].get(block)
+        models = entry.get("models") if isinstance(entry, Mapping) else None
+    elif seed_spread.get("block") in (None, block):
+        models = seed_spread.get("models")
+    else:
+        models = None
+    if not isinstance(models, Mapping):
+        return {}
+    return {name: entry for name, entry in models.items() if isinstance(entry, Mapping)}
+
+
 @dataclass(frozen=True)
 class ModelCardInputs:
     """Everything the card shows.
@@ -136,38 +228,45 @@ class ModelCardInputs:
     Attributes
     ----------
     metrics
-        The ``metrics.json`` payload (``protocol``, ``label_threshold``, ``data``, ``candidates``,
-        ``models``).
-    uncertainty
-        :func:`reco.evaluation.uncertainty.uncertainty_report` output.
-    beyond_accuracy
-        :func:`reco.evaluation.beyond_accuracy.beyond_accuracy_report` output.
-    segments
-        :func:`reco.evaluation.segments.segments_report` output.
+        The merged ``metrics/metrics.json`` payload: ``protocol``, ``label_threshold``,
+        ``label_kind``, ``ranker_labels``, ``selection``, ``definitions`` and, per block
+        (``validation``, ``test``), ``{"data", "candidates", "models"}``.
+    uncertainty, beyond_accuracy, segments
+        Block -> the block's :func:`~reco.evaluation.uncertainty.uncertainty_report`,
+        :func:`~reco.evaluation.beyond_accuracy.beyond_accuracy_report` and
+        :func:`~reco.evaluation.segments.segments_report`.
     raw
         :func:`raw_data_fingerprint` of the raw data.
     manifest
         ``data/raw/manifest.json`` (``source``, ``profile``/``seed`` or the archive's checksum).
     label
-        The ``label`` params (``threshold``, ``graded_edges``).
+        The ``label`` params (``kind``, ``threshold``, ``graded_edges``, ...).
     model_params
         Model name -> its saved parameters (e.g. ``{"als": ..., "candidates": ..., "ranker": ...}``).
     k
         The cut-off of the headline tables.
     ranker_features
         The ranker's ordered feature list.
+    seed_spread
+        ``metrics/seed_spread.json`` (see :func:`seed_spread_models`), or ``None`` when the file is
+        missing (the card says so).
     """
 
     metrics: Mapping[str, Any]
-    uncertainty: Mapping[str, Any]
-    beyond_accuracy: Mapping[str, Any]
-    segments: Mapping[str, Any]
+    uncertainty: Mapping[str, Mapping[str, Any]]
+    beyond_accuracy: Mapping[str, Mapping[str, Any]]
+    segments: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any]
     manifest: Mapping[str, Any]
     label: Mapping[str, Any]
     model_params: Mapping[str, Mapping[str, Any]]
     k: int
     ranker_features: Sequence[str] = field(default_factory=tuple)
+    seed_spread: Mapping[str, Any] | None = None
+
+    def block(self, name: str) -> Mapping[str, Any]:
+        """The block's ``{"data", "candidates", "models"}`` (empty when the block is missing)."""
+        return self.metrics.get(name) or {}
 
 
 def _ordered(models: Sequence[str]) -> list[str]:
@@ -191,8 +290,24 @@ def _with_interval(interval: Mapping[str, Any] | None, fallback: Any) -> str:
     return f"{fmt(interval['mean'])} [{fmt(interval['low'])}, {fmt(interval['high'])}]"
 
 
+def _seed_cell(entry: Any, model: str) -> str:
+    """``mean ± std [min, max]`` of one model's metric over seeds; ``not measured`` / ``n/a`` without an entry."""
+    if not isinstance(entry, Mapping) or entry.get("mean") is None:
+        return "not measured" if model in SEED_DEPENDENT else "n/a"
+    return f"{fmt(entry.get('mean'))} ± {fmt(entry.get('std'))} [{fmt(entry.get('min'))}, {fmt(entry.get('max'))}]"
+
+
+def _grid_line(title: str, data: Mapping[str, Any]) -> str:
+    return (
+        f"- {title}: {data.get('users')} users x {data.get('items')} videos, {data.get('pairs')} observed pairs, "
+        f"positive rate {fmt(data.get('positive_rate'))}; {data.get('users_evaluated')} users evaluated, "
+        f"{data.get('users_without_positives')} without a positive (excluded), {data.get('users_unknown_to_als')} "
+        "unknown to ALS (served by popularity)."
+    )
+
+
 def _data_section(inputs: ModelCardInputs) -> list[str]:
-    manifest, data, raw = inputs.manifest, inputs.metrics.get("data", {}), inputs.raw
+    manifest, raw = inputs.manifest, inputs.raw
     source = manifest.get("source", "unknown")
     lines = ["## Data", ""]
     if source == "simulate":
@@ -207,16 +322,15 @@ def _data_section(inputs: ModelCardInputs) -> list[str]:
             f"- Source: real KuaiRec 2.0 (`{source}`; archive {params.get('kuairec_url', 'n/a')}, "
             f"expected MD5 `{params.get('kuairec_md5', 'n/a')}`)."
         )
-    lines += [
+    lines.append(
         f"- Raw data fingerprint ({raw.get('algorithm', 'sha256')} over the `sha256sum` listing of `data/raw`, "
         f"sorted by name): `{raw.get('fingerprint', 'n/a')}`. Check with "
-        "`cd data/raw && sha256sum $(ls | LC_ALL=C sort) | sha256sum`.",
-        f"- Test grid: {data.get('test_users')} users x {data.get('test_items')} videos, "
-        f"{data.get('test_pairs')} observed pairs, positive rate {fmt(data.get('test_positive_rate'))}; "
-        f"{data.get('users_evaluated')} users evaluated, {data.get('users_without_positives')} without a "
-        f"positive (excluded), {data.get('users_unknown_to_als')} unknown to ALS (served by popularity).",
-        "",
-    ]
+        "`cd data/raw && sha256sum $(ls | LC_ALL=C sort) | sha256sum`."
+    )
+    for block in BLOCKS:
+        if inputs.block(block):
+            lines.append(_grid_line(f"{block.capitalize()} block", inputs.block(block).get("data", {})))
+    lines.append("")
     files = raw.get("files", {})
     if files:
         lines += _table(
@@ -232,24 +346,31 @@ def _protocol_section(inputs: ModelCardInputs) -> list[str]:
     lines = ["## Protocol", ""]
     if protocol == "fully_observed":
         lines.append(
-            "`fully_observed` (the KuaiRec paper's intended use): models learn from `big_matrix`; the test set is "
+            "`fully_observed` (the KuaiRec paper's intended use): models learn from `big_matrix`; evaluation uses "
             "the nearly fully observed `small_matrix`, and every (user, video) pair present in both matrices is "
-            "removed from training. Each model ranks, for every test user, only the observed cells of the test "
-            "catalogue, so every recommended item has a real label. The ranker learns from logged views held out "
-            "of training (`split.ranker_labels`, recorded in `metrics/split_summary.json`), with ALS and every "
-            "feature computed from the rest, keeping the views that ALS ranks within the top "
+            "removed from training. Each model ranks, for every evaluated user, only the observed cells of the "
+            "block's catalogue, so every recommended item has a real label. The ranker learns from logged views "
+            "held out of training (`split.ranker_labels`, recorded in `metrics/split_summary.json`), with ALS and "
+            "every feature computed from the rest, keeping the views that ALS ranks within the top "
             "`ranker.candidate_rank_pct` of the user's list (the kind of rows the candidates stage hands it); "
-            "for the test, ALS is refitted on all training data."
+            "for evaluation, ALS is refitted on all training data."
         )
     else:
         lines.append(f"`{protocol}`.")
-    unc = inputs.uncertainty.get("method", {})
+    lines += [
+        "",
+        "Two evaluation blocks: `small_matrix`'s users are split into a validation block and a test block, "
+        "both fully observed and shaped alike (stratified by training activity). Settings chosen on validation; "
+        "the test block read once, for the chosen configuration: the test numbers are the unbiased estimate, the "
+        "validation numbers are optimistic for whatever was chosen on them.",
+    ]
+    unc = inputs.uncertainty.get("test", {}).get("method", {})
     lines += [
         "",
         f"Metrics are per-user means over users with >= 1 positive. Intervals: {unc.get('interval', 'n/a')}, "
         f"{fmt(unc.get('confidence'), 2)} confidence, {unc.get('samples')} resamples of the "
-        f"{unc.get('users')} evaluated users (seed {unc.get('seed')}); paired differences use the same resampled "
-        "users for both models. Exact definitions are in `metrics/metrics.json` (`definitions`) and "
+        f"{unc.get('users')} evaluated test users (seed {unc.get('seed')}); paired differences use the same "
+        "resampled users for both models. Exact definitions are in `metrics/metrics.json` (`definitions`) and "
         "`metrics/beyond_accuracy.json`.",
         "",
     ]
@@ -258,7 +379,7 @@ def _protocol_section(inputs: ModelCardInputs) -> list[str]:
 
 def _label_section(inputs: ModelCardInputs) -> list[str]:
     threshold = inputs.label.get("threshold", inputs.metrics.get("label_threshold"))
-    if inputs.label.get("kind") == "duration_debiased":
+    if inputs.label.get("kind", inputs.metrics.get("label_kind")) == "duration_debiased":
         rule = (
             f"`label_ratio > {fmt(threshold, 2)}`, the duration-debiased label: a view's watch_ratio is above the "
             f"{fmt(inputs.label.get('debiased_quantile'), 2)} quantile of training views of videos of similar length "
@@ -268,7 +389,7 @@ def _label_section(inputs: ModelCardInputs) -> list[str]:
     else:
         rule = f"`watch_ratio > {fmt(threshold, 2)}` (watch_ratio = play duration / video duration)"
         ratio = "watch_ratio"
-    lines = ["## Label", "", f"- Positive (evaluation, popularity baseline, ALS confidence, features): {rule}."]
+    lines = ["## Label", "", f"- Positive (evaluation, popularity baselines, ALS confidence, features): {rule}."]
     ranker_label = inputs.model_params.get("ranker", {}).get("label")
     if ranker_label == "graded":
         lines.append(
@@ -283,21 +404,10 @@ def _label_section(inputs: ModelCardInputs) -> list[str]:
 
 def _models_section(inputs: ModelCardInputs) -> list[str]:
     params = inputs.model_params
-    models = inputs.metrics.get("models", {})
-    descriptions = {
-        "random": "uniform random scores (the floor).",
-        "popularity": "each video's smoothed positive rate in training; the same list for everyone.",
-        "als": "implicit ALS alone (the candidate generator), ranking the whole test catalogue.",
-        "ranker": "ALS top-N candidates re-ranked by LightGBM; other videos follow in ALS order.",
-        "oracle": "the simulator's expected watch ratio of every test cell (a ceiling, not a model).",
-        "oracle_item": (
-            "each video's true expected watch ratio averaged over the test users, the same list for everyone: "
-            "the ceiling of any non-personalised ranking (a diagnostic, not a model)."
-        ),
-    }
+    models = inputs.block("test").get("models", {})
     lines = ["## Models", ""]
     for name in _ordered(list(models)):
-        lines.append(f"- **{name}**: {descriptions.get(name, 'see the pipeline documentation.')}")
+        lines.append(f"- **{name}**: {MODEL_DESCRIPTIONS.get(name, 'see the pipeline documentation.')}")
         if params.get(name):
             lines.append(f"  - params: {_params_line(params[name])}")
         if name == "ranker" and params.get("candidates"):
@@ -309,63 +419,111 @@ def _models_section(inputs: ModelCardInputs) -> list[str]:
     return lines
 
 
-def _results_section(inputs: ModelCardInputs) -> list[str]:
-    k, models = inputs.k, inputs.metrics.get("models", {})
-    intervals = inputs.uncertainty.get("intervals", {})
+def _results_table(inputs: ModelCardInputs, block: str) -> list[str]:
+    """Means [95% interval] of the block's models at K, with the seed spread of the seed-dependent ones."""
+    k, models = inputs.k, inputs.block(block).get("models", {})
+    intervals = inputs.uncertainty.get(block, {}).get("intervals", {})
+    spread = seed_spread_models(inputs.seed_spread, block)
+    seeds = inputs.seed_spread.get("seeds") if inputs.seed_spread else None
+    skipped = spread is not None and not seeds  # the stage ran with seed_spread.seeds: []
+    if skipped:
+        spread = None
+    seed_metrics = ("ndcg", "map")
+    header = ["model", *(f"{m}@{k}" for m in _HEADLINE), f"coverage@{k}"]
+    if spread is not None:
+        header += [f"{m}@{k} over seeds" for m in seed_metrics]
     rows = []
     for name in _ordered(list(models)):
         cells = [
             _with_interval(intervals.get(name, {}).get(f"{metric}_at_{k}"), models[name].get(f"{metric}_at_{k}"))
             for metric in _HEADLINE
         ]
-        rows.append([f"**{name}**", *cells, fmt(models[name].get(f"coverage_at_{k}"))])
-    lines = [f"## Results at K={k}", "", "Mean [95% bootstrap interval] over evaluated users.", ""]
-    lines += _table(["model", *(f"{m}@{k}" for m in _HEADLINE), f"coverage@{k}"], rows)
-    paired = inputs.uncertainty.get("paired", {})
-    if paired:
-        lines += ["", f"Paired differences at K={k} (A - B on the same users; win/tie/loss = share of users):", ""]
-        prow = []
-        for comparison, per_metric in paired.items():
-            for metric in ("ndcg", "map", "recall"):
-                stats = per_metric.get(f"{metric}_at_{k}")
-                if stats:
-                    prow.append(
-                        [
-                            f"{comparison}",
-                            f"{metric}@{k}",
-                            _with_interval(stats, None),
-                            f"{fmt(stats['win_rate'], 3)} / {fmt(stats['tie_rate'], 3)} / {fmt(stats['loss_rate'], 3)}",
-                        ]
-                    )
-        lines += _table(["A - B", "metric", "difference [95% CI]", "win / tie / loss"], prow)
-    candidates = inputs.metrics.get("candidates", {})
-    recall_keys = sorted(key for key in candidates if key.startswith("recall_at_"))
-    lines += ["", "### Candidate recall", ""]
-    if recall_keys:
-        for key in recall_keys:
-            n = key.removeprefix("recall_at_")
-            lines.append(
-                f"- recall@{n} of the ALS candidates = {fmt(candidates[key])}: the share of test positives among "
-                f"the {n} candidates the ranker re-ranks (the ranker's ceiling within its candidates)."
-            )
+        row = [f"**{name}**", *cells, fmt(models[name].get(f"coverage_at_{k}"))]
+        if spread is not None:
+            row += [_seed_cell(spread.get(name, {}).get(f"{metric}_at_{k}"), name) for metric in seed_metrics]
+        rows.append(row)
+    lines = ["Mean [95% bootstrap interval] over the block's evaluated users."]
+    if spread is None:
+        why = "lists no seed (the seed spread was skipped)" if skipped else "not found"
+        lines[0] += (
+            f" Seed spread: `{SEED_SPREAD_FILE}` {why}, so the variation over training seeds is not shown "
+            "(the intervals cover the sampling of users only)."
+        )
     else:
+        lines[0] += (
+            f" Over seeds: mean ± std [min, max] of the model retrained with each of the seeds {fmt(seeds)} "
+            f"(`{SEED_SPREAD_FILE}`); n/a: the model does not depend on a training seed; not measured: a "
+            "seed-dependent model without an entry in the file."
+        )
+        if not spread:
+            lines[0] += f" The file has no entry for the {block} block."
+    return [*lines, "", *_table(header, rows)]
+
+
+def _paired_table(inputs: ModelCardInputs, block: str) -> list[str]:
+    k = inputs.k
+    paired = inputs.uncertainty.get(block, {}).get("paired", {})
+    if not paired:
+        return []
+    rows = []
+    for comparison, per_metric in paired.items():
+        for metric in ("ndcg", "map", "recall"):
+            stats = per_metric.get(f"{metric}_at_{k}")
+            if stats:
+                rows.append(
+                    [
+                        comparison,
+                        f"{metric}@{k}",
+                        _with_interval(stats, None),
+                        f"{fmt(stats['win_rate'], 3)} / {fmt(stats['tie_rate'], 3)} / {fmt(stats['loss_rate'], 3)}",
+                    ]
+                )
+    lines = ["", f"Paired differences at K={k} (A - B on the same users; win/tie/loss = share of users):", ""]
+    return lines + _table(["A - B", "metric", "difference [95% CI]", "win / tie / loss"], rows)
+
+
+def _results_section(inputs: ModelCardInputs) -> list[str]:
+    k = inputs.k
+    lines = [f"## Results on the test block at K={k}", "", *_results_table(inputs, "test")]
+    lines += _paired_table(inputs, "test")
+    lines += ["", "### Candidate recall", ""]
+    found = False
+    for block in BLOCKS:
+        candidates = inputs.block(block).get("candidates", {})
+        for key in sorted(c for c in candidates if c.startswith("recall_at_")):
+            n = key.removeprefix("recall_at_")
+            found = True
+            lines.append(
+                f"- {block} block: recall@{n} of the ALS candidates = {fmt(candidates[key])}: the share of the block's "
+                f"positives among the {n} candidates the ranker re-ranks (the ranker's ceiling within its candidates)."
+            )
+    if not found:
         lines.append("- not available.")
     lines.append("")
+    if inputs.block("validation"):
+        lines += [
+            f"## Results on the validation block at K={k}",
+            "",
+            "The block every setting was chosen on (optimistic for the chosen configuration).",
+            "",
+            *_results_table(inputs, "validation"),
+            "",
+        ]
     return lines
 
 
 def _beyond_section(inputs: ModelCardInputs) -> list[str]:
-    k, models = inputs.k, inputs.beyond_accuracy.get("models", {})
+    k, models = inputs.k, inputs.beyond_accuracy.get("test", {}).get("models", {})
     if not models:
         return []
     names = ("coverage", "gini", "popularity_percentile", "novelty", "ild")
     rows = [[f"**{name}**", *(fmt(models[name].get(f"{m}_at_{k}")) for m in names)] for name in _ordered(list(models))]
-    lines = [f"## Beyond accuracy at K={k}", ""]
+    lines = [f"## Beyond accuracy at K={k} (test block)", ""]
     lines += _table(["model", *(f"{m}@{k}" for m in names)], rows)
     lines += [
         "",
         "Gini of recommendation counts over the catalogue (0 = equal exposure); popularity percentile of the "
-        "recommended videos' training interaction counts within the test catalogue (0-100); novelty = mean "
+        "recommended videos' training interaction counts within the block's catalogue (0-100); novelty = mean "
         "self-information -log2(share of training users who watched the video); ILD = mean pairwise "
         "1 - cosine similarity of category-tag vectors within a list.",
         "",
@@ -374,11 +532,11 @@ def _beyond_section(inputs: ModelCardInputs) -> list[str]:
 
 
 def _segments_section(inputs: ModelCardInputs) -> list[str]:
-    seg = inputs.segments
+    seg = inputs.segments.get("test", {})
     if not seg:
         return []
     metric = f"ndcg_at_{seg.get('k', inputs.k)}"
-    lines = [f"## Segments ({metric.replace('_at_', '@')})", ""]
+    lines = [f"## Segments ({metric.replace('_at_', '@')}, test block)", ""]
     blocks = (("user_active_degree", "user_active_degree"), ("history_quartile", "training-history quartile"))
     for block, title in blocks:
         groups = seg.get(block, {})
@@ -398,9 +556,9 @@ def _segments_section(inputs: ModelCardInputs) -> list[str]:
 
 def _limitations(inputs: ModelCardInputs) -> list[str]:
     k = inputs.k
-    metrics, manifest = inputs.metrics, inputs.manifest
-    data = metrics.get("data", {})
-    paired = inputs.uncertainty.get("paired", {})
+    manifest, test = inputs.manifest, inputs.block("test")
+    data, models = test.get("data", {}), test.get("models", {})
+    paired = inputs.uncertainty.get("test", {}).get("paired", {})
     out: list[str] = []
     if manifest.get("source") == "simulate":
         out.append(
@@ -421,20 +579,27 @@ def _limitations(inputs: ModelCardInputs) -> list[str]:
             f"better for {fmt(100 * stats['win_rate'], 1)}% of users"
         )
         if stats["high"] < 0:
-            out.append(f"{verdict_if_worse} on this test set ({detail}).")
+            out.append(f"{verdict_if_worse} on the test block ({detail}).")
         elif stats["low"] <= 0:
-            out.append(f"No significant difference for {comparison} ({detail}).")
-    candidates = metrics.get("candidates", {})
+            out.append(f"No significant difference for {comparison} on the test block ({detail}).")
+    popularity, by_duration = models.get("popularity", {}).get(key), models.get("duration_popularity", {}).get(key)
+    if popularity and by_duration is not None:
+        out.append(
+            f"Duration effect: `duration_popularity` (the positive rate of the video's duration bucket alone) reaches "
+            f"ndcg@{k} {fmt(by_duration)} on the test block, {fmt(100 * by_duration / popularity, 1)}% of "
+            f"`popularity`'s {fmt(popularity)}; the rest is what popularity knows beyond a video's length."
+        )
+    candidates = test.get("candidates", {})
     for rkey in sorted(c for c in candidates if c.startswith("recall_at_")):
         n = rkey.removeprefix("recall_at_")
         out.append(
             f"The ranker only re-orders the top {n} ALS candidates, which hold {fmt(100 * candidates[rkey], 1)}% of "
-            "the test positives; the rest are ranked by ALS below every candidate."
+            "the test block's positives; the rest are ranked by ALS below every candidate."
         )
-    beyond = inputs.beyond_accuracy.get("models", {})
-    for name in _ordered(list(beyond)):
-        coverage = beyond[name].get(f"coverage_at_{k}")
-        if coverage is not None and coverage < 0.05 and not name.startswith("oracle"):
+    beyond = inputs.beyond_accuracy.get("test", {}).get("models", {})
+    for name in ("ranker", "als", "popularity"):
+        coverage = beyond.get(name, {}).get(f"coverage_at_{k}")
+        if coverage is not None and coverage < 0.05:
             out.append(
                 f"{name} recommends from only {fmt(100 * coverage, 2)}% of the catalogue at K={k} "
                 f"(Gini {fmt(beyond[name].get(f'gini_at_{k}'), 3)}): little exposure for most videos."
@@ -442,50 +607,66 @@ def _limitations(inputs: ModelCardInputs) -> list[str]:
     stats_small = manifest.get("stats", {}).get("small_matrix", {})
     short = stats_small.get("positive_rate_gt_2_shortest_quintile")
     long_ = stats_small.get("positive_rate_gt_2_longest_quintile")
-    threshold = inputs.label.get("threshold", metrics.get("label_threshold"))
+    threshold = inputs.label.get("threshold", inputs.metrics.get("label_threshold"))
     if short is not None and long_ is not None and threshold == 2.0:
         out.append(
             f"The label favours short videos: `watch_ratio > 2` is positive for {fmt(100 * short, 1)}% of views of "
             f"the shortest duration quintile and {fmt(100 * long_, 1)}% of the longest."
         )
     out.append(
-        f"The fully observed test covers {data.get('test_users')} users x {data.get('test_items')} videos "
-        "(KuaiRec's small_matrix: the most active users and popular videos); cold-start users and long-tail "
+        f"The fully observed test block covers {data.get('users')} users x {data.get('items')} videos "
+        "(from KuaiRec's small_matrix: the most active users and popular videos); cold-start users and long-tail "
         "videos are not measured."
     )
     if data.get("users_without_positives"):
         n = data["users_without_positives"]
         users, verb = ("user", "is") if n == 1 else ("users", "are")
         out.append(f"{n} test {users} without a positive {verb} excluded from every mean.")
-    if "oracle" in metrics.get("models", {}):
-        out.append("`oracle` reads the simulator's ground truth: it is a ceiling, not a deployable model.")
-    out.append(
-        "Intervals reflect the sampling of test users only, not training randomness (seeds), drift over time or "
-        "the choice of hyper-parameters."
-    )
+    if "oracle" in models:
+        out.append(
+            "The `oracle` models read the simulator's ground truth: ceilings and diagnostics, not deployable models."
+        )
+        honest, by_ratio = models["oracle"].get(key), models.get("oracle_watch_ratio", {}).get(key)
+        if honest is not None and by_ratio is not None and honest < by_ratio:
+            out.append(
+                f"On this draw of the test labels `oracle_watch_ratio` beats `oracle` at ndcg@{k} ({fmt(by_ratio)} vs "
+                f"{fmt(honest)}): chance, since `oracle` is the best order in expectation."
+            )
+    seeded = sorted(seed_spread_models(inputs.seed_spread, "test") or {})
+    if seeded:
+        out.append(
+            "Intervals reflect the sampling of test users only; the seed columns add training randomness for "
+            f"{', '.join(f'`{m}`' for m in seeded)}. Neither covers drift over time or the choice of hyper-parameters."
+        )
+    else:
+        out.append(
+            "Intervals reflect the sampling of test users only, not training randomness (seeds), drift over time or "
+            "the choice of hyper-parameters."
+        )
     return ["## Known limitations", "", *(f"- {line}" for line in out), ""]
 
 
 def render_model_card(inputs: ModelCardInputs) -> str:
     """Render the model card as markdown (deterministic: same inputs, same bytes).
 
-    Sections: Data, Protocol, Label, Models, Results at K (with paired differences and candidate
-    recall), Beyond accuracy, Segments, Known limitations.
+    Sections: Data, Protocol, Label, Models, Results on the test block at K (with the seed spread,
+    paired differences and candidate recall), Results on the validation block, Beyond accuracy,
+    Segments, Known limitations.
 
     Examples
     --------
     >>> card = render_model_card(ModelCardInputs(
-    ...     metrics={"protocol": "fully_observed", "models": {"als": {"ndcg_at_10": 0.2}}, "data": {}},
+    ...     metrics={"protocol": "fully_observed", "test": {"models": {"als": {"ndcg_at_10": 0.2}}, "data": {}}},
     ...     uncertainty={}, beyond_accuracy={}, segments={}, raw={"fingerprint": "ab"},
     ...     manifest={"source": "simulate"}, label={"threshold": 2.0}, model_params={}, k=10))
-    >>> card.splitlines()[0], "## Known limitations" in card
-    ('# Model card: two-stage short-video recommender', True)
+    >>> card.splitlines()[0], "## Known limitations" in card, "seed_spread.json` not found" in card
+    ('# Model card: two-stage short-video recommender', True, True)
     """
     lines = [
         "# Model card: two-stage short-video recommender",
         "",
         "ALS candidate generation followed by a LightGBM ranker, evaluated on KuaiRec-format data. Written by the "
-        "`evaluate` stage from this run's artifacts; do not edit by hand.",
+        "`report` stage from this run's artifacts; do not edit by hand.",
         "",
     ]
     for section in (

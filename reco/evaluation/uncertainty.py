@@ -54,10 +54,14 @@ __all__ = [
 
 CONFIDENCE: Final = 0.95
 # (A, B) pairs reported as A - B; a pair is skipped when either model was not evaluated.
+# popularity - duration_popularity: what popularity knows beyond the duration effect;
+# oracle - oracle_watch_ratio: what ranking by the label's probability gains over the mean ratio.
 DEFAULT_COMPARISONS: Final[tuple[tuple[str, str], ...]] = (
     ("ranker", "als"),
     ("ranker", "popularity"),
     ("als", "popularity"),
+    ("popularity", "duration_popularity"),
+    ("oracle", "oracle_watch_ratio"),
 )
 # Beyond this many (samples x users) cells the count matrix would take gigabytes.
 _MAX_CELLS: Final = 200_000_000

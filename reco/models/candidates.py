@@ -6,8 +6,8 @@ Scoring uses implicit's batched ``recommend`` on a CPU ALS object rebuilt from t
 
 * with ``items=`` the call ranks only those items and clips ``N`` to ``len(items)``;
 * ``filter_already_liked_items=True`` does **not** remove seen items from the result when fewer
-  than ``N`` other items remain: they come back with score ``-FLT_MAX`` (``np.finfo(np.float32).min``)
-  and are dropped here;
+  than ``N`` other items remain: they come back with score ``-DBL_MAX`` (``np.finfo(np.float64).min``
+  for the float64 model used here) and are dropped here;
 * without ``items=``, ``N`` larger than the number of items pads rows with item 0 and score 0,
   indistinguishable from a real item: ``N`` is therefore clipped to the catalogue size here;
 * tied scores come back in no particular order: rows are re-sorted by (score desc, item id asc),
@@ -30,13 +30,13 @@ Examples
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
 import scipy.sparse
 
-from reco.models.als import AlsModel
+from reco.models.als import AlsModel, build_confidence_matrix
 from reco.schema import Columns
 
 SCORE_COLUMN: Final = "als_score"
@@ -54,7 +54,7 @@ CANDIDATE_SCHEMA: Final = pl.Schema(
 )
 MAX_N: Final = int(np.iinfo(np.int16).max)  # als_rank is int16
 
-_FILTERED_SCORE: Final = float(np.finfo(np.float32).min)  # implicit's mark for a filtered item
+_FILTERED_SCORE64: Final = float(np.finfo(np.float64).min)  # implicit's mark for a filtered item (float64 model)
 
 
 def _check_user_items(model: AlsModel, user_items: scipy.sparse.csr_matrix) -> None:
@@ -115,11 +115,12 @@ def _als_candidates(
     whole_catalogue = catalogue_idx.size == len(model.item_ids)
     n_eff = min(n, int(catalogue_idx.size))
     with threadpool_limits(limits=1, user_api="blas"):
+        # float64 scores of the grid factors are exact (reco.models.als): the same candidates on every CPU
         recommender = implicit.cpu.als.AlternatingLeastSquares(
-            factors=model.factors, dtype=np.float32, num_threads=num_threads
+            factors=model.factors, dtype=np.float64, num_threads=num_threads
         )
-        recommender.user_factors = model.user_factors
-        recommender.item_factors = model.item_factors
+        recommender.user_factors = model.user_factors.astype(np.float64)
+        recommender.item_factors = model.item_factors.astype(np.float64)
         ids, scores = recommender.recommend(
             rows,
             seen,
@@ -128,8 +129,9 @@ def _als_candidates(
             items=None if whole_catalogue else catalogue_idx,
         )
     ids = np.asarray(ids).reshape(rows.size, -1)
-    scores = np.asarray(scores, dtype=np.float32).reshape(rows.size, -1)
-    keep = scores > _FILTERED_SCORE
+    scores64 = np.asarray(scores, dtype=np.float64).reshape(rows.size, -1)
+    keep = scores64 > _FILTERED_SCORE64
+    scores = np.where(keep, scores64, 0.0).astype(np.float32)  # filtered marks would overflow float32
     flat_users = np.repeat(users, ids.shape[1])[keep.ravel()]
     flat_items = model.item_ids.ids[ids[keep]]
     flat_scores = scores[keep]
@@ -260,4 +262,57 @@ def candidate_recall(candidates: pl.DataFrame, positives: pl.DataFrame) -> float
     return float(found) / float(total)
 
 
-__all__ = ["CANDIDATE_SCHEMA", "candidate_recall", "recommend_candidates"]
+def popularity_fallback(train: pl.DataFrame, catalogue: np.ndarray) -> np.ndarray:
+    """Catalogue videos by training views (most first, ties by id), then the never-viewed ones by id."""
+    by_views = (
+        train.join(pl.DataFrame({Columns.item: catalogue}), on=Columns.item, how="semi")
+        .group_by(Columns.item)
+        .len()
+        .sort(["len", Columns.item], descending=[True, False])
+    )
+    viewed = by_views[Columns.item].to_numpy()
+    return np.concatenate([viewed, np.setdiff1d(catalogue, viewed)]).astype(np.int32)
+
+
+def block_candidates(
+    model: AlsModel, train: pl.DataFrame, block: pl.DataFrame, n: int, *, num_threads: int = 2
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Candidates for every user of an evaluation block, over the block's videos, with the block's labels.
+
+    Each user gets ALS's top ``n`` of the block's videos they have not watched in ``train`` (a
+    popularity list if ALS does not know them). Candidate rows carry the block cell's ``label``,
+    ``relevance``, ``watch_ratio`` and view ``date`` where the cell was observed (null otherwise),
+    so the features stage can date them and the metrics can score them.
+
+    Returns
+    -------
+    frame, stats
+        The candidate rows and ``{"n", "recall_at_<n>", "users", "catalogue_items", ...}``.
+    """
+    users = np.unique(block[Columns.user].to_numpy()).astype(np.int32)
+    catalogue = np.unique(block[Columns.item].to_numpy()).astype(np.int32)
+    # Structure only (every watched pair), so that filtering removes everything the user has seen;
+    # only the block users' rows are read, so only their views are aggregated.
+    block_users_views = train.filter(pl.col(Columns.user).is_in(pl.Series(users).implode()))
+    seen = build_confidence_matrix(block_users_views, model.user_ids, model.item_ids, "binary", threshold=-np.inf, alpha=0.0)
+    candidates, stats = recommend_candidates(
+        model, seen, users, n, catalogue=catalogue, filter_seen=True,
+        fallback_items=popularity_fallback(train, catalogue), num_threads=num_threads,
+    )  # fmt: skip
+    carried = [c for c in (Columns.label, Columns.relevance, Columns.watch_ratio, Columns.date) if c in block.columns]
+    labelled = candidates.join(
+        block.select(Columns.user, Columns.item, *carried), on=[Columns.user, Columns.item], how="left", maintain_order="left"
+    )
+    recall = candidate_recall(candidates, block.filter(pl.col(Columns.label)))
+    summary = {
+        "n": int(n),
+        f"recall_at_{n}": round(recall, 6),
+        "block_users": int(len(users)),
+        "block_catalogue_items": int(len(catalogue)),
+        "catalogue_items_unknown_to_als": int(np.sum(model.item_ids.index_of(catalogue) < 0)),
+        **{key: int(value) for key, value in stats.items()},
+    }
+    return labelled, summary
+
+
+__all__ = ["CANDIDATE_SCHEMA", "block_candidates", "candidate_recall", "popularity_fallback", "recommend_candidates"]

@@ -135,18 +135,28 @@ def lightgbm_params(params: RankerParams) -> dict[str, Any]:
     }
 
 
-def train_ranker(
-    table: pl.DataFrame, features: list[str], categorical: list[str], params: RankerParams
-) -> TrainedRanker:
-    """Fit the ranker on a feature table with ``label`` and ``relevance`` columns.
+@dataclass
+class TrainingParts:
+    """The ranker's training and validation rows (sorted by user, then video) and their labels."""
+
+    frames: dict[str, pl.DataFrame]  # "train", "valid"
+    labels: dict[str, np.ndarray]
+    train_users: np.ndarray
+    valid_users: np.ndarray
+    labelled_rows: int
+
+
+def prepare_training_parts(table: pl.DataFrame, features: list[str], params: RankerParams) -> TrainingParts:
+    """Sample the users, cut to candidate-like rows, split users into train and validation parts.
+
+    Shared by the local fit (:func:`train_ranker`) and the distributed one
+    (:func:`reco.models.ranker_dask.train_ranker_dask`), so both learn from the same rows.
 
     Raises
     ------
     InputDataError
         If the table lacks labels, a feature column, or has no positive in either part.
     """
-    lgb = import_lightgbm()
-
     missing = [c for c in (*features, Columns.user, Columns.label, Columns.relevance) if c not in table.columns]
     if missing:
         raise InputDataError("ranker training table", f"missing columns {missing}")
@@ -164,14 +174,34 @@ def train_ranker(
         rank = pl.col("als_rank_pct")
         table = table.filter(rank.is_null() | (rank <= params.candidate_rank_pct))
     target = Columns.relevance if params.label == "graded" else Columns.label
-    parts = {}
+    frames, labels = {}, {}
     for name, ids in (("train", train_users), ("valid", valid_users)):
         chosen = pl.DataFrame({Columns.user: pl.Series(ids, dtype=table.schema[Columns.user])})
         part = table.join(chosen, on=Columns.user, how="semi").sort([Columns.user, Columns.item])
-        labels = part[target].cast(pl.Int32).to_numpy()
-        if part.height == 0 or labels.max(initial=0) == 0:
+        part_labels = part[target].cast(pl.Int32).to_numpy()
+        if part.height == 0 or part_labels.max(initial=0) == 0:
             raise InputDataError("ranker training table", f"the {name} part has no positive labels ({part.height} rows)")
-        parts[name] = (part, labels)
+        frames[name], labels[name] = part, part_labels
+    return TrainingParts(frames, labels, train_users, valid_users, labelled_rows)
+
+
+def train_ranker(
+    table: pl.DataFrame, features: list[str], categorical: list[str], params: RankerParams
+) -> TrainedRanker:
+    """Fit the ranker on a feature table with ``label`` and ``relevance`` columns (in this process).
+
+    ``compute.engine: dask`` trains with LightGBM's distributed training instead:
+    :func:`reco.models.ranker_dask.train_ranker_dask` (same rows, same saved format).
+
+    Raises
+    ------
+    InputDataError
+        If the table lacks labels, a feature column, or has no positive in either part.
+    """
+    lgb = import_lightgbm()
+    prepared = prepare_training_parts(table, features, params)
+    parts = {name: (prepared.frames[name], prepared.labels[name]) for name in ("train", "valid")}
+    labelled_rows, train_users, valid_users = prepared.labelled_rows, prepared.train_users, prepared.valid_users
     datasets = {}
     for name, (part, labels) in parts.items():
         datasets[name] = lgb.Dataset(

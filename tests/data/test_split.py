@@ -57,9 +57,14 @@ def pairs(frame: pl.DataFrame) -> set[tuple[int, int]]:
     return set(frame.select(Columns.user, Columns.item).iter_rows())
 
 
-def test_no_test_pair_in_any_training_set() -> None:
+def evaluation(result) -> pl.DataFrame:  # noqa: ANN001
+    """Both fully observed blocks (validation and test), sorted by pair."""
+    return pl.concat([result.validation, result.test]).sort(Columns.user, Columns.item)
+
+
+def test_no_evaluation_pair_in_any_training_set() -> None:
     result = run()
-    test_pairs = pairs(result.test)
+    test_pairs = pairs(evaluation(result))
     for frame in (result.train, result.history, result.ranker_labels):
         assert not pairs(frame) & test_pairs
     # only the overlapping pair is removed: 7 big rows - 1
@@ -77,7 +82,7 @@ def test_label_window_is_after_history_and_excludes_rewatches() -> None:
 
 def test_labels_and_graded_relevance() -> None:
     result = run(threshold=2.0)
-    test = result.test.sort(Columns.user)
+    test = evaluation(result)
     # watch ratios 2.1, 0.3, 6.0 -> label > 2.0: True, False, True; edges 1,2,3,5 exceeded: 2, 0, 4
     assert test[Columns.label].to_list() == [True, False, True]
     assert test[Columns.relevance].to_list() == [2, 0, 4]
@@ -113,7 +118,9 @@ def test_holdout_takes_whole_pairs_from_the_whole_period_and_never_shares_them_w
     assert held and not held & history
     # every training view is either history or a view of a held-out pair
     n_train_pairs = len(pairs(result.train))
-    assert len(held) == round(0.25 * n_train_pairs) == result.summary["ranker_labels"]["pairs"]
+    # a pair is held out when its seeded hash falls below the fraction: binomial around it
+    assert abs(len(held) - 0.25 * n_train_pairs) < 4 * (0.25 * 0.75 * n_train_pairs) ** 0.5
+    assert len(held) == result.summary["ranker_labels"]["pairs"]
     assert held | history == pairs(result.train)
     # one label row per held-out pair, and labels spread over the period rather than its end
     assert result.ranker_labels.height == len(held)
@@ -141,24 +148,52 @@ def test_temporal_protocol_cuts_small_matrix_chronologically() -> None:
     )
     split = parse_section("split", {"protocol": "temporal", "temporal_test_fraction": 0.2, "ranker_labels": "holdout", "holdout_fraction": 0.5})
     result = split_interactions(BIG, small, split, parse_section("label", {"threshold": 1.0}))
-    # big_matrix is not used; the last 20% of the 10 timestamped views are the test
-    assert pairs(result.test) == {(1, 5), (2, 5)}
+    # big_matrix is not used; the last 20% of the 10 timestamped views are evaluated
+    assert pairs(evaluation(result)) == {(1, 5), (2, 5)}
     assert pairs(result.train) == pairs(small) - {(1, 5), (2, 5)}
-    assert result.train[Columns.timestamp].max() < result.test[Columns.timestamp].min()
+    assert result.train[Columns.timestamp].max() < evaluation(result)[Columns.timestamp].min()
     assert result.summary["protocol"] == "temporal" and result.summary["temporal_cut"].startswith("2020-07-22")
     # positives: watch_ratio > 1.0 (0.9 is not, 2.0 is)
-    assert result.test.sort(Columns.user)[Columns.label].to_list() == [False, True]
+    assert evaluation(result)[Columns.label].to_list() == [False, True]
 
 
 def test_duration_debiased_label_is_written_on_every_set_and_summarised_per_bucket() -> None:
     result = split_interactions(
         BIG, SMALL, parse_section("split", {}), parse_section("label", {"kind": "duration_debiased", "duration_buckets": 2})
     )
-    for frame in (result.train, result.history, result.ranker_labels, result.test):
+    for frame in result.sets().values():
         assert Columns.label_ratio in frame.columns
     # labels follow the label ratio, not the raw watch ratio
-    test = result.test
+    test = evaluation(result)
     assert test[Columns.label].to_list() == (test[Columns.label_ratio] > 2.0).to_list()
     by_bucket = result.summary["positive_rate_by_duration_bucket"]
-    assert set(by_bucket) == {"threshold", "duration_debiased"} and set(by_bucket["threshold"]) == {"train", "test"}
+    assert set(by_bucket) == {"threshold", "duration_debiased"} and set(by_bucket["threshold"]) == {"train", "evaluation"}
     assert result.summary["label_rule"]["kind"] == "duration_debiased"
+
+
+def test_validation_and_test_blocks_split_the_evaluation_users_by_activity() -> None:
+    big = _many_views(n_users=200, n_items=30)
+    small = interactions([(u, i, "2020-07-07", 0.5 + (u % 3)) for u in range(200) for i in (100, 101)])
+    result = split_interactions(big, small, parse_section("split", {"validation_users": 0.3, "seed": 3}), parse_section("label", {}))
+    val_users, test_users = set(result.validation[Columns.user]), set(result.test[Columns.user])
+    assert not val_users & test_users and val_users | test_users == set(range(200))
+    assert len(val_users) == 60 == result.summary["users"]["validation"]
+    # every user keeps all of their cells in one block: the blocks are shaped alike
+    assert result.validation.height == 120 and result.test.height == 280
+    # stratified: the blocks have about the same training activity
+    views = result.train.group_by(Columns.user).len()
+    mean = lambda users: views.filter(pl.col(Columns.user).is_in(list(users)))["len"].mean()  # noqa: E731
+    assert abs(mean(val_users) - mean(test_users)) < 1.0
+    again = split_interactions(big, small, parse_section("split", {"validation_users": 0.3, "seed": 3}), parse_section("label", {}))
+    assert set(again.validation[Columns.user]) == val_users
+
+
+def test_holdout_hash_depends_on_the_pair_and_seed_only() -> None:
+    from reco.data.split import holdout_mask
+
+    keys = np.arange(50_000, dtype=np.int64) * 7919
+    mask = holdout_mask(keys, 0.2, 42)
+    assert abs(mask.mean() - 0.2) < 0.01
+    # a subset of the pairs gets the same decisions: nothing depends on which rows come together
+    assert np.array_equal(holdout_mask(keys[::3], 0.2, 42), mask[::3])
+    assert not np.array_equal(holdout_mask(keys, 0.2, 43), mask)

@@ -1,11 +1,20 @@
-"""Evaluation glue: the test grid, the two-stage ordering, and the recommendations file."""
+"""Evaluation glue: the block grid, the two-stage ordering, the recommendations file and the per-user table."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 
-from reco.evaluation.evaluate import build_test_grid, evaluate_models, top_k_frame, two_stage_scores
+from reco.evaluation.evaluate import (
+    PER_USER_SCHEMA,
+    build_test_grid,
+    evaluate_models,
+    metrics_payload,
+    per_user_frame,
+    top_k_frame,
+    two_stage_scores,
+)
+from reco.evaluation.metrics import METRIC_NAMES
 from reco.schema import Columns
 
 
@@ -52,3 +61,40 @@ def test_models_are_scored_on_the_same_users() -> None:
     assert results["perfect"].summary["ndcg_at_1"] == 1.0
     assert results["worst"].summary["hit_rate_at_1"] == 0.0
     np.testing.assert_array_equal(results["perfect"].evaluated_users, results["worst"].evaluated_users)
+
+
+def test_per_user_frame_has_one_row_per_evaluated_user_model_metric_and_k() -> None:
+    grid = build_test_grid(small_test())
+    scores = {"perfect": grid.relevant.astype(np.float32), "worst": 1.0 - grid.relevant.astype(np.float32)}
+    results = evaluate_models(grid, scores, [1, 2])
+    frame = per_user_frame(grid, results)
+    assert frame.schema == PER_USER_SCHEMA
+    assert frame.height == 2 * len(METRIC_NAMES) * 2 * 2  # models x metrics x ks x evaluated users
+    assert frame.equals(frame.sort("model", "metric", "k", Columns.user))
+    assert set(frame["metric"].unique()) == set(METRIC_NAMES)  # coverage is not a per-user metric
+    worst_ndcg = frame.filter((pl.col("model") == "worst") & (pl.col("metric") == "ndcg") & (pl.col("k") == 1))
+    assert worst_ndcg.select(Columns.user, "value").rows() == [(7, 0.0), (9, 0.0)]
+
+
+def test_per_user_means_are_the_reported_metrics() -> None:
+    rng = np.random.default_rng(4)
+    n_users, n_items = 40, 25
+    test = pl.DataFrame(
+        {
+            Columns.user: np.repeat(np.arange(n_users), n_items),
+            Columns.item: np.tile(np.arange(n_items), n_users),
+            Columns.label: rng.random(n_users * n_items) < 0.1,
+        },
+        schema_overrides={Columns.user: pl.Int32, Columns.item: pl.Int32},
+    )
+    grid = build_test_grid(test)
+    noisy = grid.relevant + rng.random(grid.relevant.shape).astype(np.float32)
+    scores = {"noisy": noisy, "random": rng.random(grid.relevant.shape)}
+    results = evaluate_models(grid, scores, [3, 10])
+    frame = per_user_frame(grid, results)
+    payload = metrics_payload(results)["models"]
+    means = frame.group_by("model", "metric", "k").agg(pl.col("value").mean(), pl.len())
+    assert means.height == 2 * len(METRIC_NAMES) * 2
+    for model, metric, k, mean, users in means.iter_rows():
+        assert users == len(results[model].evaluated_users) < n_users  # users without a positive are left out
+        assert abs(payload[model][f"{metric}_at_{k}"] - mean) <= 5e-7

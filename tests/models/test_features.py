@@ -1,4 +1,4 @@
-"""Feature tables: no information from on or after the cut, correct ALS ranks, stable row order."""
+"""Feature tables: no daily counter from on or after a row's view date, correct ALS ranks, stable row order."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from reco.models.als import AlsModel, IdMap
-from reco.models.features import als_pair_features, build_feature_table, duration_bucket
+from reco.models.features import als_pair_features, build_feature_table, duration_bucket, seen_matrix
 from reco.schema import INTERACTION_SCHEMA, Columns
 
-CUT = dt.date(2020, 8, 27)
 N_USERS, N_ITEMS = 12, 15
 
 
@@ -86,6 +85,9 @@ def model(rng: np.random.Generator) -> AlsModel:
     )
 
 
+VIEW_DATE = dt.date(2020, 8, 10)  # every pair below was viewed on this day
+
+
 @pytest.fixture
 def world() -> dict:
     rng = np.random.default_rng(3)
@@ -94,57 +96,81 @@ def world() -> dict:
         pl.DataFrame({Columns.user: rng.integers(0, N_USERS, 60), Columns.item: rng.integers(0, N_ITEMS, 60)})
         .cast(pl.Int32)
         .unique(maintain_order=True)
-        .with_columns(pl.lit(True).alias(Columns.label))
+        .with_columns(pl.lit(True).alias(Columns.label), pl.lit(VIEW_DATE).alias(Columns.date))
     )
+    history = history_rows(rng, 800, dt.date(2020, 7, 5), dt.date(2020, 9, 5))
     return {
-        "history": history_rows(rng, 400, dt.date(2020, 7, 5), CUT - dt.timedelta(days=1)),
-        "future": history_rows(rng, 400, CUT, dt.date(2020, 9, 5)),
+        # the whole period: other views of the period are fair under the fully observed protocol
+        "history": history.join(pairs.select(Columns.user, Columns.item), on=[Columns.user, Columns.item], how="anti"),
         "users": users,
         "items": items,
-        "daily": daily(rng, dt.date(2020, 7, 5), CUT - dt.timedelta(days=1)),
-        "daily_future": daily(rng, CUT, dt.date(2020, 9, 5)),
+        "daily": daily(rng, dt.date(2020, 7, 5), dt.date(2020, 9, 5)),
         "pairs": pairs,
         "model": model(rng),
     }
 
 
-def build(world: dict, history: pl.DataFrame, item_daily: pl.DataFrame) -> pl.DataFrame:
+def build(world: dict, history: pl.DataFrame, item_daily: pl.DataFrame, pairs: pl.DataFrame | None = None,
+          **kwargs: object) -> pl.DataFrame:  # fmt: skip
     return build_feature_table(
-        world["pairs"],
+        world["pairs"] if pairs is None else pairs,
         history=history,
         users=world["users"],
         items=world["items"],
         item_daily=item_daily,
         als_model=world["model"],
         catalogue=world["model"].item_ids.ids,
-        cut_date=CUT,
         threshold=2.0,
         smoothing=5.0,
         daily_window_days=7,
         label_columns=[Columns.label],
+        **kwargs,
     ).frame
 
 
-def test_rows_on_or_after_the_cut_change_nothing(world: dict) -> None:
-    without_future = build(world, world["history"], world["daily"])
-    with_future = build(
-        world,
-        pl.concat([world["history"], world["future"]]),
-        pl.concat([world["daily"], world["daily_future"]], how="diagonal_relaxed"),
-    )
-    # Equal up to float summation order (polars may chunk the filtered frame differently).
-    assert_frame_equal(without_future, with_future, check_exact=False, rel_tol=1e-5)
+def _scramble_counters(item_daily: pl.DataFrame, on_or_after: dt.date) -> pl.DataFrame:
+    """The daily counters of days on or after ``on_or_after`` replaced by very different ones."""
+    later = pl.col(Columns.date) >= on_or_after
+    return item_daily.with_columns(
+        pl.when(later).then(pl.col(c) * 7 + 13).otherwise(pl.col(c)).alias(c)
+        for c in ("show_cnt", "play_cnt", "complete_play_cnt", "like_cnt")
+    ).with_columns(pl.when(later).then(1.0 - pl.col("play_progress")).otherwise(pl.col("play_progress")).alias("play_progress"))
 
 
-def test_rows_before_the_cut_do_change_features(world: dict) -> None:
-    # The control for the test above: the same shift applied *before* the cut must matter.
-    earlier = world["future"].with_columns(
-        (pl.col(Columns.date) - dt.timedelta(days=40)), (pl.col(Columns.timestamp) - dt.timedelta(days=40))
-    )
+def test_daily_counters_on_or_after_the_view_date_change_nothing(world: dict) -> None:
+    # Point in time: a row may only see the platform counters of days before its own view.
     baseline = build(world, world["history"], world["daily"])
-    shifted = build(world, pl.concat([world["history"], earlier]), world["daily"])
+    shifted = build(world, world["history"], _scramble_counters(world["daily"], VIEW_DATE))
+    assert_frame_equal(baseline, shifted)
+    assert baseline["d_play_rate"].null_count() < baseline.height  # the daily features are there
+
+
+def test_daily_counters_before_the_view_date_do_change_features(world: dict) -> None:
+    # The control for the test above: the same change one week earlier reaches the window.
+    baseline = build(world, world["history"], world["daily"])
+    shifted = build(world, world["history"], _scramble_counters(world["daily"], VIEW_DATE - dt.timedelta(days=7)))
     with pytest.raises(AssertionError):
-        assert_frame_equal(baseline, shifted, check_exact=False, rel_tol=1e-5)
+        assert_frame_equal(baseline, shifted)
+
+
+def test_each_row_sees_its_own_window_and_the_temporal_cut_caps_it(world: dict) -> None:
+    early, late = VIEW_DATE, VIEW_DATE + dt.timedelta(days=20)
+    pairs = pl.concat([world["pairs"], world["pairs"].with_columns(pl.lit(late).alias(Columns.date))])
+    scrambled = _scramble_counters(world["daily"], early)  # after the early rows, before the late ones
+    before, after = build(world, world["history"], world["daily"], pairs), build(world, world["history"], scrambled, pairs)
+    n = world["pairs"].height
+    assert_frame_equal(before.head(n), after.head(n))  # the early rows do not see it
+    assert not before.tail(n).equals(after.tail(n))  # the late rows do
+    # temporal protocol: nothing after the cut exists when the model serves, whatever the view date
+    capped = [build(world, world["history"], d, pairs, latest_serving_date=early) for d in (world["daily"], scrambled)]
+    assert_frame_equal(capped[0], capped[1])
+
+
+def test_rows_without_a_view_date_get_no_daily_features(world: dict) -> None:
+    pairs = world["pairs"].with_columns(pl.lit(None, dtype=pl.Date).alias(Columns.date))
+    frame = build(world, world["history"], world["daily"], pairs)
+    assert frame["d_play_rate"].null_count() == frame.height
+    assert frame["u_views"].null_count() < frame.height  # the other features are still there
 
 
 def test_row_order_and_labels_are_kept(world: dict) -> None:
@@ -154,19 +180,22 @@ def test_row_order_and_labels_are_kept(world: dict) -> None:
     assert frame.height == world["pairs"].height
 
 
-def test_als_rank_percentile_matches_brute_force(world: dict) -> None:
+def test_als_rank_percentile_matches_brute_force_over_the_unwatched(world: dict) -> None:
     als = world["model"]
     pairs = world["pairs"].select(Columns.user, Columns.item)
-    result = als_pair_features(als, pairs, als.item_ids.ids, chunk_users=5)
-    scores = als.user_factors @ als.item_factors.T
+    seen = seen_matrix(als, world["history"])
+    result = als_pair_features(als, pairs, als.item_ids.ids, seen=seen, chunk_users=5)
+    scores = als.user_factors.astype(np.float64) @ als.item_factors.T.astype(np.float64)
     for (user, item), rank, score in zip(pairs.iter_rows(), result["als_rank_pct"], result["als_score"], strict=True):
         if item >= N_ITEMS - 2:  # unknown to ALS
             assert rank is None and score is None
             continue
+        watched = set(seen[user].indices.tolist())
+        unwatched = np.array([j for j in range(len(als.item_ids)) if j not in watched])
         row = scores[user]
-        expected = (1 + np.sum(row > row[item])) / len(row)
+        expected = (1 + np.sum(row[unwatched] > row[item])) / len(unwatched)
         assert rank == pytest.approx(expected)
-        assert score == pytest.approx(float(row[item]), rel=1e-5)
+        assert score == pytest.approx(float(row[item]), rel=1e-6)
 
 
 def test_duration_buckets_are_fixed_and_ordered() -> None:
@@ -181,7 +210,7 @@ def test_residual_features_isolate_what_the_user_adds_to_the_videos_appeal() -> 
     # user 1 does, so user 0's tag-2 residual is +0.5 and user 1's is -0.5 (the video mean is between).
     def view(user: int, item: int, ratio: float) -> dict:
         return {Columns.user: user, Columns.item: item, Columns.watch_ratio: ratio, Columns.play_duration: 1000,
-                Columns.video_duration: 1000, Columns.date: CUT - dt.timedelta(days=3),
+                Columns.video_duration: 1000, Columns.date: dt.date(2020, 8, 24),
                 Columns.timestamp: dt.datetime(2020, 8, 1, tzinfo=dt.UTC)}
 
     e = float(np.exp(1.0))

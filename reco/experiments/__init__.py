@@ -1,0 +1,1 @@
+"""Experiments around the pipeline: choosing settings on validation, and the seed spread of the models."""

@@ -1,0 +1,292 @@
+"""Choose settings on the validation block with DVC experiments; never look at the test block.
+
+``python -m reco.experiments.selection`` runs a greedy coordinate search described by a committed
+search space (``selection/space.yaml``): starting from the current ``params.yaml``, each step
+varies one setting over its candidate values, with every other setting at the best found so far;
+all candidates of a step are queued as DVC experiments (``dvc exp run --queue -S key=value
+evaluate@validation``) and run (``dvc queue start``); the value with the best validation score
+is kept and the next setting is varied. Because every experiment targets ``evaluate@validation``,
+DVC only builds what the validation block needs: the test block's candidates, features and
+metrics are never computed while choosing (the test is read once, by ``dvc repro`` after
+``--apply``).
+
+Each step is judged on the model its settings serve: ALS settings on ``als`` (the candidate
+generator), every other setting on ``ranker`` (the two-stage model). A new value replaces the
+incumbent only if its validation NDCG@10 is higher by more than ``min_gain`` (default 0.001): a
+difference that small is noise on ~700 users, and keeping the incumbent (the simpler or the
+conventional value, listed first) generalises better than chasing it.
+
+Outputs (commit them): ``selection/log.json`` (every configuration with its validation NDCG@10,
+MAP@10 and 95% bootstrap interval, for als, ranker and popularity, and the choice of each step)
+and ``selection/log.md`` (the same as Markdown). ``--apply`` writes the chosen values into
+``params.yaml`` (comments kept); then ``dvc repro`` computes the test block once.
+
+When to re-run: after any change of the data (``data.source``, ``data.profile``, ``data.scale``)
+or of the label (``label.*``): settings fitted to one data set or label are not evidence for
+another. Run it from the repository root with a clean git state (experiments are made from the
+last commit plus the workspace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPACE_FILE = Path("selection/space.yaml")
+LOG_JSON = Path("selection/log.json")
+LOG_MD = Path("selection/log.md")
+PARAMS_FILE = Path("params.yaml")
+BLOCK_METRICS = "metrics/blocks/{block}/metrics.json"
+BLOCK_UNCERTAINTY = "metrics/blocks/{block}/uncertainty.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One coordinate of the search: a setting, its candidate values and the model that judges it."""
+
+    key: str  # "section.name"
+    values: tuple[Any, ...]
+    judge: str  # model whose validation metric decides
+
+
+@dataclass
+class Trial:
+    """One experiment: the full set of overrides and its validation results."""
+
+    overrides: dict[str, Any]
+    name: str = ""
+    results: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric -> value
+    intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # model -> metric -> [lo, hi]
+    error: str | None = None
+
+
+def load_space(path: Path = SPACE_FILE) -> tuple[dict[str, Any], list[Step]]:
+    """Read the search space: ``{"target": {...}, "min_gain": f, "steps": [{"key", "values", "judge"}]}``."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    steps = [Step(key=s["key"], values=tuple(s["values"]), judge=s.get("judge", "ranker")) for s in spec["steps"]]
+    for step in steps:
+        if "." not in step.key or not step.values:
+            raise ValueError(f"{path}: step {step.key!r} needs a 'section.name' key and at least one value")
+    return spec, steps
+
+
+def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(args), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _yaml_value(value: Any) -> str:
+    """``-S key=value`` text that DVC parses back to the same YAML value."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def current_value(params: Mapping[str, Any], key: str) -> Any:
+    section, name = key.split(".", 1)
+    return (params.get(section) or {}).get(name)
+
+
+def run_trials(trials: list[Trial], block: str, jobs: int) -> None:
+    """Queue every trial as a DVC experiment targeting ``evaluate@<block>``, run the queue, read the results."""
+    for trial in trials:
+        args = ["dvc", "exp", "run", "--queue", f"evaluate@{block}"]
+        for key, value in trial.overrides.items():
+            args += ["-S", f"{key}={_yaml_value(value)}"]
+        out = _run(args).stdout
+        match = re.search(r"Queued experiment '([^']+)'", out)
+        trial.name = match.group(1) if match else ""
+    _run(["dvc", "queue", "start", "-j", str(jobs)])
+    _wait_for_queue()
+    shown = json.loads(_run(["dvc", "exp", "show", "--json", "--all-commits"]).stdout or "[]")
+    revs = _experiment_revisions(shown)
+    for trial in trials:
+        rev = revs.get(trial.name)
+        if rev is None:
+            trial.error = "experiment failed or not found (see `dvc queue logs " + trial.name + "`)"
+            continue
+        metrics = json.loads(_run(["git", "show", f"{rev}:{BLOCK_METRICS.format(block=block)}"]).stdout)
+        trial.results = {m: {k: float(v) for k, v in vals.items()} for m, vals in metrics["models"].items()}
+        shown_unc = _run(["git", "show", f"{rev}:{BLOCK_UNCERTAINTY.format(block=block)}"], check=False)
+        if shown_unc.returncode == 0:
+            trial.intervals = _intervals(json.loads(shown_unc.stdout))
+
+
+def _wait_for_queue() -> None:
+    import time
+
+    while True:
+        status = _run(["dvc", "queue", "status"]).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return
+        time.sleep(5)
+
+
+def _experiment_revisions(shown: Any) -> dict[str, str]:
+    """``{experiment name: commit sha}`` from ``dvc exp show --json``."""
+    found: dict[str, str] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            name, rev = node.get("name"), node.get("rev")
+            if isinstance(name, str) and isinstance(rev, str) and len(rev) == 40:
+                found[name] = rev
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(shown)
+    return found
+
+
+def _intervals(uncertainty: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """``model -> metric -> [low, high]`` from an uncertainty report (``intervals`` section)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for model, metrics in (uncertainty.get("intervals") or {}).items():
+        for metric, entry in metrics.items():
+            if isinstance(entry, Mapping) and "low" in entry and "high" in entry:
+                out.setdefault(model, {})[metric] = [float(entry["low"]), float(entry["high"])]
+    return out
+
+
+def select(
+    steps: Sequence[Step], params: Mapping[str, Any], *, block: str, metric: str, min_gain: float, jobs: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Greedy coordinate search; returns the chosen values and the log of every step."""
+    chosen = {step.key: current_value(params, step.key) for step in steps}
+    log: list[dict[str, Any]] = []
+    for step in steps:
+        values = list(dict.fromkeys([chosen[step.key], *step.values]))  # incumbent first, no repeats
+        trials = [Trial(overrides={**chosen, step.key: value}) for value in values]
+        run_trials(trials, block, jobs)
+        scored = [(t, t.results.get(step.judge, {}).get(metric)) for t in trials]
+        incumbent_score = scored[0][1]
+        best_trial, best_score = scored[0]
+        for trial, score in scored[1:]:
+            if score is not None and (best_score is None or score > best_score + min_gain):
+                best_trial, best_score = trial, score
+        chosen[step.key] = best_trial.overrides[step.key]
+        log.append(
+            {
+                "key": step.key,
+                "judge": step.judge,
+                "incumbent": values[0],
+                "incumbent_score": incumbent_score,
+                "chosen": chosen[step.key],
+                "trials": [
+                    {
+                        "value": t.overrides[step.key],
+                        "experiment": t.name,
+                        "error": t.error,
+                        "models": {
+                            m: {
+                                k: t.results.get(m, {}).get(k)
+                                for k in (metric, metric.replace("ndcg", "map"))
+                            }
+                            | {"interval": t.intervals.get(m, {}).get(metric)}
+                            for m in ("ranker", "als", "popularity")
+                        },
+                    }
+                    for t in trials
+                ],
+            }
+        )
+    return chosen, log
+
+
+def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """The selection log as Markdown (one table per step)."""
+    lines = [
+        "# Selection log (validation block only)",
+        "",
+        f"Data: {meta.get('data')}; label: {meta.get('label')}; block: {meta['block']}; metric: {meta['metric']}; "
+        f"a value replaces the incumbent only if better by more than {meta['min_gain']}.",
+        "",
+    ]
+    for step in log:
+        lines += [f"## `{step['key']}` (judged on {step['judge']})", ""]
+        lines += ["| value | ranker NDCG@10 [95% CI] | ranker MAP@10 | als NDCG@10 [95% CI] | popularity NDCG@10 | experiment |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for trial in step["trials"]:
+            def cell(model: str, key: str) -> str:
+                value = trial["models"][model].get(key)
+                return "failed" if value is None else f"{value:.4f}"
+
+            def interval(model: str) -> str:
+                ci = trial["models"][model].get("interval")
+                return f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+
+            mark = " **(chosen)**" if trial["value"] == step["chosen"] else ""
+            lines.append(
+                f"| `{trial['value']}`{mark} | {cell('ranker', meta['metric'])}{interval('ranker')} | "
+                f"{cell('ranker', meta['metric'].replace('ndcg', 'map'))} | {cell('als', meta['metric'])}{interval('als')} | "
+                f"{cell('popularity', meta['metric'])} | {trial['experiment']} |"
+            )
+        lines.append("")
+    lines += ["## Chosen", "", *(f"- `{k}`: `{v}`" for k, v in chosen.items()), ""]
+    return "\n".join(lines)
+
+
+def apply_to_params(chosen: Mapping[str, Any], path: Path = PARAMS_FILE) -> list[str]:
+    """Write ``chosen`` into ``params.yaml`` line by line, keeping comments; returns the keys changed."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    changed = []
+    for key, value in chosen.items():
+        section, name = key.split(".", 1)
+        in_section = False
+        for i, line in enumerate(lines):
+            if re.match(r"^\S", line):
+                in_section = line.split(":", 1)[0].strip() == section
+                continue
+            match = re.match(rf"^(\s+{re.escape(name)}:\s*)([^#\n]*?)(\s*#.*)?(\n?)$", line)
+            if in_section and match:
+                new_value = _yaml_value(value)
+                if match.group(2).strip() != new_value:
+                    comment = match.group(3) or ""
+                    lines[i] = f"{match.group(1)}{new_value}{comment}{match.group(4)}"
+                    changed.append(key)
+                break
+    path.write_text("".join(lines), encoding="utf-8")
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", type=Path, default=SPACE_FILE)
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (dvc queue start -j)")
+    parser.add_argument("--apply", action="store_true", help="write the chosen values into params.yaml")
+    args = parser.parse_args(argv)
+
+    spec, steps = load_space(args.space)
+    block = spec.get("target", {}).get("block", "validation")
+    if block == "test":
+        print("error: selection: the test block is never used to choose settings", file=sys.stderr)
+        return 2
+    metric = spec.get("target", {}).get("metric", "ndcg_at_10")
+    min_gain = float(spec.get("min_gain", 0.001))
+    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    chosen, log = select(steps, params, block=block, metric=metric, min_gain=min_gain, jobs=args.jobs)
+    meta = {"block": block, "metric": metric, "min_gain": min_gain, "data": params.get("data"), "label": params.get("label")}
+    LOG_JSON.parent.mkdir(parents=True, exist_ok=True)
+    LOG_JSON.write_text(json.dumps({"meta": meta, "steps": log, "chosen": chosen}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    LOG_MD.write_text(render_markdown(log, chosen, meta), encoding="utf-8")
+    print(LOG_MD.read_text(encoding="utf-8"))
+    if args.apply:
+        changed = apply_to_params(chosen)
+        print(f"params.yaml: {', '.join(changed) or 'nothing'} changed; now run `dvc repro` (computes the test block once)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
