@@ -40,6 +40,7 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
+from reco import portable_math
 from reco.evaluation.metrics import RankingResult, metric_key
 from reco.schema import N_CATEGORY_TAGS, Columns
 
@@ -230,7 +231,7 @@ def self_information(users: np.ndarray, n_train_users: int) -> np.ndarray:
     if n_train_users < 1:
         raise ValueError(f"n_train_users must be >= 1, got {n_train_users}")
     share = np.maximum(np.asarray(users, dtype=np.float64), 1.0) / n_train_users
-    return -np.log2(share)
+    return -(portable_math.log(share) / 0.6931471805599453)  # log2 the same on every CPU
 
 
 def _list_means(recommended: np.ndarray, item_values: np.ndarray, ks: Sequence[int]) -> dict[int, float]:

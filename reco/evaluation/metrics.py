@@ -40,6 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
+from reco import portable_math
+
 __all__ = [
     "DEFINITIONS",
     "METRIC_NAMES",
@@ -69,6 +71,9 @@ DEFINITIONS: dict[str, str] = {
 _INVALID_HIGH = np.uint64(0xFFFFFFFF)
 _LOW_MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
+
+
+_LN2 = 0.6931471805599453  # ln 2 (the float nearest to it)
 
 
 def metric_key(name: str, k: int) -> str:
@@ -331,7 +336,8 @@ def ranking_metrics(
     hits = hits_all[evaluated, :k_max]
     n_relevant = n_relevant_all[evaluated]
     positions = np.arange(1, k_max + 1, dtype=np.float64)
-    discounts = 1.0 / np.log2(positions + 1.0)
+    # log2 through portable_math: numpy's log2 kernel rounds differently per CPU (AVX-512, AVX2, ARM)
+    discounts = 1.0 / (portable_math.log(positions + 1.0) / _LN2)
     cum_hits = np.cumsum(hits, axis=1, dtype=np.int64)
     cum_dcg = np.cumsum(hits * discounts, axis=1)
     # rel_i * precision@i, summed along the list; divided by min(K, |R_u|) below.

@@ -64,9 +64,14 @@ class Trial:
 
     overrides: dict[str, Any]
     name: str = ""
+    rev: str = ""  # the experiment's commit
     results: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric -> value
     intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # model -> metric -> [lo, hi]
     error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.overrides, sort_keys=True)
 
 
 def load_space(path: Path = SPACE_FILE) -> tuple[dict[str, Any], list[Step]]:
@@ -111,6 +116,7 @@ def run_trials(trials: list[Trial], block: str, jobs: int) -> None:
     revs = _experiment_revisions(shown)
     for trial in trials:
         rev = revs.get(trial.name)
+        trial.rev = rev or ""
         if rev is None:
             trial.error = "experiment failed or not found (see `dvc queue logs " + trial.name + "`)"
             continue
@@ -160,16 +166,45 @@ def _intervals(uncertainty: Mapping[str, Any]) -> dict[str, dict[str, list[float
     return out
 
 
+def paired_gain(incumbent: Trial, trial: Trial, block: str, model: str, metric: str) -> dict[str, float] | None:
+    """Mean per-user difference ``trial - incumbent`` of ``model``'s metric and its 95% bootstrap interval."""
+    import io
+
+    import dvc.api
+    import numpy as np
+    import polars as pl
+
+    from reco.evaluation.paired import paired_revision_differences
+
+    name, k = metric.rsplit("_at_", 1)
+    frames = []
+    for rev in (incumbent.rev, trial.rev):
+        if not rev:
+            return None
+        with dvc.api.open(f"data/evaluation/{block}/per_user.parquet", rev=rev, mode="rb") as handle:
+            frame = pl.read_parquet(io.BytesIO(handle.read()))
+        frames.append(frame.filter((pl.col("model") == model) & (pl.col("metric") == name) & (pl.col("k") == int(k))))
+    joined = frames[0].join(frames[1], on="user_id", suffix="_new").sort("user_id")
+    (difference,) = paired_revision_differences(
+        joined["value"].to_numpy()[:, None], joined["value_new"].to_numpy()[:, None], samples=2000, seed=0
+    )
+    return {"mean": round(float(difference.mean), 6), "low": round(float(difference.low), 6), "high": round(float(difference.high), 6),
+            "users": int(np.int64(joined.height))}  # fmt: skip
+
+
 def select(
     steps: Sequence[Step], params: Mapping[str, Any], *, block: str, metric: str, min_gain: float, jobs: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Greedy coordinate search; returns the chosen values and the log of every step."""
     chosen = {step.key: current_value(params, step.key) for step in steps}
     log: list[dict[str, Any]] = []
+    done: dict[str, Trial] = {}  # configurations already run (an incumbent is not run twice)
     for step in steps:
         values = list(dict.fromkeys([chosen[step.key], *step.values]))  # incumbent first, no repeats
         trials = [Trial(overrides={**chosen, step.key: value}) for value in values]
-        run_trials(trials, block, jobs)
+        trials = [done.get(t.key, t) for t in trials]
+        run_trials([t for t in trials if t.key not in done], block, jobs)
+        done.update({t.key: t for t in trials})
         scored = [(t, t.results.get(step.judge, {}).get(metric)) for t in trials]
         incumbent_score = scored[0][1]
         best_trial, best_score = scored[0]
@@ -189,6 +224,7 @@ def select(
                         "value": t.overrides[step.key],
                         "experiment": t.name,
                         "error": t.error,
+                        "gain_over_incumbent": None if t is trials[0] else paired_gain(trials[0], t, block, step.judge, metric),
                         "models": {
                             m: {
                                 k: t.results.get(m, {}).get(k)
@@ -207,17 +243,21 @@ def select(
 
 def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     """The selection log as Markdown (one table per step)."""
+    data, label = meta.get("data") or {}, meta.get("label") or {}
     lines = [
         "# Selection log (validation block only)",
         "",
-        f"Data: {meta.get('data')}; label: {meta.get('label')}; block: {meta['block']}; metric: {meta['metric']}; "
-        f"a value replaces the incumbent only if better by more than {meta['min_gain']}.",
+        f"Data: source `{data.get('source')}`, profile `{data.get('profile')}`, scale `{data.get('scale')}`; "
+        f"label: `{label.get('kind')}` (threshold {label.get('threshold')}); block: `{meta['block']}`; "
+        f"judged on {meta['metric']}; a value replaces the incumbent only if better by more than "
+        f"{meta['min_gain']}. The paired gain is over the same validation users (95% bootstrap interval).",
         "",
     ]
     for step in log:
         lines += [f"## `{step['key']}` (judged on {step['judge']})", ""]
-        lines += ["| value | ranker NDCG@10 [95% CI] | ranker MAP@10 | als NDCG@10 [95% CI] | popularity NDCG@10 | experiment |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["| value | ranker NDCG@10 [95% CI] | ranker MAP@10 | als NDCG@10 [95% CI] | popularity NDCG@10 | "
+                  f"gain of the judge ({step['judge']}) over the incumbent, paired [95% CI] | experiment |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for trial in step["trials"]:
             def cell(model: str, key: str) -> str:
                 value = trial["models"][model].get(key)
@@ -228,10 +268,12 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
                 return f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
 
             mark = " **(chosen)**" if trial["value"] == step["chosen"] else ""
+            gain = trial.get("gain_over_incumbent")
+            gain_text = "incumbent" if gain is None else f"{gain['mean']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]"
             lines.append(
                 f"| `{trial['value']}`{mark} | {cell('ranker', meta['metric'])}{interval('ranker')} | "
                 f"{cell('ranker', meta['metric'].replace('ndcg', 'map'))} | {cell('als', meta['metric'])}{interval('als')} | "
-                f"{cell('popularity', meta['metric'])} | {trial['experiment']} |"
+                f"{cell('popularity', meta['metric'])} | {gain_text} | {trial['experiment']} |"
             )
         lines.append("")
     lines += ["## Chosen", "", *(f"- `{k}`: `{v}`" for k, v in chosen.items()), ""]
