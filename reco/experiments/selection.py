@@ -34,7 +34,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,9 +193,20 @@ def paired_gain(incumbent: Trial, trial: Trial, block: str, model: str, metric: 
 
 
 def select(
-    steps: Sequence[Step], params: Mapping[str, Any], *, block: str, metric: str, min_gain: float, jobs: int
+    steps: Sequence[Step],
+    params: Mapping[str, Any],
+    *,
+    block: str,
+    metric: str,
+    min_gain: float,
+    jobs: int,
+    on_step: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Greedy coordinate search; returns the chosen values and the log of every step."""
+    """Greedy coordinate search; returns the chosen values and the log of every step.
+
+    ``on_step(chosen, log)`` is called after every step (the log so far is written, so an
+    interrupted search leaves its finished steps on disk).
+    """
     chosen = {step.key: current_value(params, step.key) for step in steps}
     log: list[dict[str, Any]] = []
     done: dict[str, Trial] = {}  # configurations already run (an incumbent is not run twice)
@@ -238,6 +249,8 @@ def select(
                 ],
             }
         )
+        if on_step is not None:
+            on_step(dict(chosen), log)
     return chosen, log
 
 
@@ -318,11 +331,18 @@ def main(argv: list[str] | None = None) -> int:
     metric = spec.get("target", {}).get("metric", "ndcg_at_10")
     min_gain = float(spec.get("min_gain", 0.001))
     params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
-    chosen, log = select(steps, params, block=block, metric=metric, min_gain=min_gain, jobs=args.jobs)
     meta = {"block": block, "metric": metric, "min_gain": min_gain, "data": params.get("data"), "label": params.get("label")}
-    LOG_JSON.parent.mkdir(parents=True, exist_ok=True)
-    LOG_JSON.write_text(json.dumps({"meta": meta, "steps": log, "chosen": chosen}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    LOG_MD.write_text(render_markdown(log, chosen, meta), encoding="utf-8")
+
+    def write_logs(chosen: dict[str, Any], log: list[dict[str, Any]]) -> None:
+        LOG_JSON.parent.mkdir(parents=True, exist_ok=True)
+        document = {"meta": meta, "steps": log, "chosen": chosen, "complete": len(log) == len(steps)}
+        LOG_JSON.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        LOG_MD.write_text(render_markdown(log, chosen, meta), encoding="utf-8")
+
+    chosen, log = select(
+        steps, params, block=block, metric=metric, min_gain=min_gain, jobs=args.jobs, on_step=write_logs
+    )
+    write_logs(chosen, log)
     print(LOG_MD.read_text(encoding="utf-8"))
     if args.apply:
         changed = apply_to_params(chosen)
