@@ -22,8 +22,8 @@ so ranking metrics are unbiased. The sets are:
         ``small_matrix`` views span the same days as ``big_matrix`` (Jul 5 - Sep 5), so the test
         asks "which of these videos does the user like, given the rest of the period's logs" and
         not "what will they like next week". A ranker trained on a *later* window instead learns
-        how history predicts a drifted future; on the simulator that mismatch cost 0.02-0.03
-        NDCG@10 and put the ranker below popularity.
+        how history predicts a drifted future. Which of the two serves better is chosen on the
+        validation block by ``python -m reco.experiments.selection`` (``selection/log.md``).
     ``last_days``
         The last ``split.label_window_days`` local dates are the label window, everything before
         is history (pairs already seen in history dropped: a re-watch). Use it to ask the

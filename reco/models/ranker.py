@@ -8,13 +8,12 @@ teaches the ranker the feed policy instead of the user's taste. Logged views car
 which matches the fully observed test, where every candidate was shown and has a real label.
 
 Of those labelled views, only the ones the history's ALS ranks near the top of the user's list are
-kept (``ranker.candidate_rank_pct``: the ALS rank percentile, default 0.06 = the share of the test
-catalogue that the candidates stage passes on, 200 of 3,327 videos). At serving time the ranker
-only ever orders ALS's top candidates, where ALS's own score says little more; trained on every
-labelled view it spends its trees separating ALS's top from its bottom instead (on the simulator:
-test NDCG@10 0.728 trained on all 1.8M labelled views against 0.758 on the 0.2M candidate-like
-ones, and 10x faster to fit; `benchmarks/ranker_validation.py` shows the validation cannot tell
-them apart, so the default follows the rule, not a score). The user split is drawn before the cut.
+kept (``ranker.candidate_rank_pct``: the video's ALS rank among the user's *unwatched* videos over
+their number, the same quantity as a candidate's rank among the block's unwatched videos; the
+candidates stage passes on 200 of 3,327, about 0.06). At serving time the ranker only ever orders
+ALS's top candidates; trained on every labelled view it may spend its trees separating ALS's top
+from its bottom instead. The value is chosen on the validation block by
+``python -m reco.experiments.selection`` (``selection/log.md``), never on the test. The user split is drawn before the cut.
 
 Groups are users (rows of a user contiguous, groups in the order of the rows); labels are the graded
 relevance (``ranker.label: graded``) or the binary label. Early stopping watches a user-disjoint
