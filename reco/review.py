@@ -598,8 +598,12 @@ class SeedSpread:
         return _number(entry.get("std")) if isinstance(entry, dict) else None
 
 
-def parse_seed_spread(payload: Mapping[str, Any] | None, where: str) -> SeedSpread | None:
+def parse_seed_spread(payload: Mapping[str, Any] | None, where: str, block: str | None = None) -> SeedSpread | None:
     """Parse a seed spread file (``None`` stays ``None``).
+
+    A file with per-block sections (``"blocks": {"validation": {"models": ...}, "test": ...}``, as
+    ``stages/seed_spread.py`` writes) gives the spread of ``block`` when it has one; otherwise the
+    top-level ``models`` (and ``block``) are used.
 
     Raises
     ------
@@ -608,6 +612,9 @@ def parse_seed_spread(payload: Mapping[str, Any] | None, where: str) -> SeedSpre
     """
     if payload is None:
         return None
+    per_block = payload.get("blocks")
+    if block is not None and isinstance(per_block, dict) and isinstance(per_block.get(block), dict):
+        payload = {"seeds": payload.get("seeds", []), "block": block, "models": per_block[block].get("models", {})}
     models = payload.get("models", {})
     if not isinstance(models, dict) or not all(isinstance(entry, dict) for entry in models.values()):
         raise ReviewError(f"{where}: 'models' must map each model to its metrics")
@@ -777,6 +784,7 @@ def build_review(root: Path, base_name: str, head_name: str | None, options: Rev
             parse_seed_spread(
                 read_git_json(root, revision, SEED_SPREAD_PATH, required=False),
                 f"{SEED_SPREAD_PATH} at {revision.title()}",
+                options.block,
             )
             for revision in (base, head)
         )

@@ -398,3 +398,21 @@ def test_headline_block_missing_in_one_revision_shows_a_dash_and_a_note() -> Non
     assert validation.notes == ("BASE `old` (aaaaaaa) has no 'validation' block in metrics/metrics.json.",)
     test = headline_table(base_metrics, head_metrics, "test", ["ndcg_at_10"], base, head)
     assert test.values["als"]["ndcg_at_10"] == (0.5, 0.4) and test.notes == ()
+
+
+def test_the_seed_spread_of_the_reviewed_block_is_used() -> None:
+    from reco.review import parse_seed_spread
+
+    def block(std: float) -> dict[str, object]:
+        return {"models": {"ranker": {"ndcg_at_10": {"mean": 0.8, "std": std}}}}
+
+    payload = {"seeds": [1, 2], "block": "test", "models": block(0.001)["models"],
+               "blocks": {"validation": block(0.004), "test": block(0.001)}}  # fmt: skip
+    validation = parse_seed_spread(payload, "seed_spread.json", "validation")
+    assert validation is not None and validation.block == "validation"
+    assert validation.std("ranker", "ndcg_at_10") == 0.004
+    test = parse_seed_spread(payload, "seed_spread.json", "test")
+    assert test is not None and test.std("ranker", "ndcg_at_10") == 0.001
+    # a file without per-block sections: the top-level models, whatever the block asked for
+    flat = parse_seed_spread({"seeds": [1], "block": "test", "models": block(0.002)["models"]}, "f", "validation")
+    assert flat is not None and flat.block == "test" and flat.std("ranker", "ndcg_at_10") == 0.002
