@@ -417,7 +417,11 @@ def quantise_factors(factors: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> quantise_factors(np.array([[0.1, -3e-17]])).tolist()
-    [[0.0999908447265625, -0.0]]
+    [[0.100006103515625, 0.0]]
+
+    A value within half a grid step of zero becomes +0.0 whatever its sign: the sign of such a
+    value is BLAS rounding noise (OpenBLAS's Prescott kernels gave -1e-12 where Haswell's gave
+    +1e-12), and a -0.0 would change the file's bytes though not one score.
     """
     values = np.asarray(factors, dtype=np.float64)
     if not np.all(np.isfinite(values)):
@@ -429,7 +433,8 @@ def quantise_factors(factors: np.ndarray) -> np.ndarray:
             "raise als.regularization"
         )
     scale = float(2**FACTOR_GRID_BITS)
-    return np.ascontiguousarray(np.rint(values * scale) / scale, dtype=np.float32)
+    # "+ 0.0" turns -0.0 into +0.0 (IEEE round-to-nearest), so the bytes do not keep the noise's sign.
+    return np.ascontiguousarray(np.rint(values * scale) / scale + 0.0, dtype=np.float32)
 
 
 def _round_loss(value: float) -> float:

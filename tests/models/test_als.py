@@ -342,3 +342,15 @@ def test_signed_confidence_marks_non_positive_views_as_negative_feedback() -> No
     matrix = build_confidence_matrix(frame, users, items, "signed", threshold=2.0, alpha=1.0, negative_weight=4.0)
     # positive: 1 + alpha = 2; shown but not positive: -(1 + negative_weight) = -5 (implicit's negative feedback)
     np.testing.assert_array_equal(matrix.toarray(), np.array([[2.0, -5.0], [-5.0, 0.0]], dtype=np.float32))
+
+
+def test_factors_near_zero_are_stored_as_positive_zero_whatever_their_sign() -> None:
+    from reco.models.als import FACTOR_GRID_BITS, quantise_factors
+
+    half_step = 2.0 ** -(FACTOR_GRID_BITS + 1)
+    noise = np.array([[-1e-12, 1e-12, -half_step * 0.99, -0.0, 0.25, -0.25]])
+    quantised = quantise_factors(noise)
+    assert quantised.tolist() == [[0.0, 0.0, 0.0, 0.0, 0.25, -0.25]]
+    # the bytes, not only the values: no -0.0 survives (its sign bit was BLAS rounding noise)
+    assert not np.signbit(quantised[0, :4]).any()
+    assert quantise_factors(-noise[:, :4]).tobytes() == quantised[:, :4].tobytes()
