@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from typing import Any, Final
 from .config import REPO_ROOT
 from .measuring import BenchmarkError, child_env, write_shell_wrapper
 from .pipeline_runs import StageFailed, lock_outputs, run_stages
-from .workspace import make_workspace, select_stages, topological_stages
+from .workspace import make_workspace, release_scratch, select_stages, topological_stages
 
 NUMPY_ENV_VAR: Final = "NPY_DISABLE_CPU_FEATURES"
 DEFAULT_STAGES: Final = ("ingest", "prepare", "split")
@@ -201,10 +200,7 @@ def run_cpu_paths(
     except BenchmarkError as error:
         result["failed"] = {"step": "setup", "error": str(error)}
     finally:
-        if keep or not ok:
-            print(f"  kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        release_scratch(root, keep or not ok)
     return result
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -21,7 +20,7 @@ from .machine import machine_info, source_revision
 from .measuring import BenchmarkError, write_shell_wrapper
 from .parallel import run_parallel
 from .pipeline_runs import StageFailed, run_noop_repro, run_stages, run_whole_repro
-from .workspace import make_workspace, merge_overrides, run_overrides
+from .workspace import make_workspace, merge_overrides, release_scratch, run_overrides
 
 
 @dataclass(frozen=True)
@@ -115,10 +114,8 @@ def benchmark_run(spec: RunSpec, options: RunOptions) -> dict[str, Any]:
         print(f"  run failed at {step}: {str(error).partition(chr(10))[0]}", file=sys.stderr)
         run["failed"] = {"step": step, "error": str(error)}
         run["loadavg_after"] = _loadavg()
-    if options.keep or run.get("failed"):
-        print(f"  kept {root}" + (" (failed run: logs in logs/)" if run.get("failed") else ""), file=sys.stderr)
-    else:
-        shutil.rmtree(root, ignore_errors=True)
+    failed = bool(run.get("failed"))
+    release_scratch(root, options.keep or failed, " (failed run: logs in logs/)" if failed else "")
     return run
 
 

@@ -11,7 +11,6 @@ evenly; the target (:data:`.targets.PARALLEL_MAX_FAIR_SHARE_RATIO`) bounds wall 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -25,7 +24,7 @@ from .machine import thread_settings
 from .measuring import BenchmarkError, child_env, write_shell_wrapper
 from .pipeline_runs import StageFailed, run_stages, wipe_outputs
 from .targets import evaluate_parallel_target
-from .workspace import make_workspace, select_stages, stage_graph, topological_order, upstream_stages
+from .workspace import make_workspace, release_scratch, select_stages, stage_graph, topological_order, upstream_stages
 
 
 def parse_levels(text: str) -> list[int]:
@@ -194,10 +193,7 @@ def run_parallel(
         step = f"setup, stage {error.row['stage']}" if isinstance(error, StageFailed) else "setup"
         result["failed"] = {"step": step, "error": str(error)}
     finally:
-        if keep or not ok:
-            print(f"  kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        release_scratch(root, keep or not ok)
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -21,6 +22,14 @@ from .measuring import BenchmarkError, dvc_argv, run_quiet
 PROFILE_OVERRIDES: Final[dict[str, dict[str, dict[str, Any]]]] = {
     "tiny": {"evaluate": {"ks": [5, 10, 20, 50]}},
 }
+
+
+def release_scratch(root: Path, keep: bool, note: str = "") -> None:
+    """Remove a benchmark's scratch folder, or keep it and say where (``--keep`` or a failed run)."""
+    if keep:
+        print(f"  kept {root}{note}", file=sys.stderr)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def list_source_files(repo: Path) -> list[str]:
