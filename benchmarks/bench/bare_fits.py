@@ -39,6 +39,7 @@ def _worker_setup(work: Path) -> None:
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy loads OpenBLAS, as in the pipeline
     os.chdir(work)
     sys.path.insert(0, str(work))
+    import stages  # noqa: F401  (the pipeline's OpenMP wait policy, before implicit/LightGBM load)
 
 
 def _maxrss_bytes() -> int:
