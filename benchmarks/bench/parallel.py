@@ -133,6 +133,10 @@ def run_parallel(
         order = topological_order(names, edges)
         stages = select_stages(order, wanted) if wanted else order
         setup = upstream_stages(order, edges, stages)
+        # A measured stage that a setup stage needs (train_als@ranker under features@train when
+        # the set is train_als@ranker,train_ranker) runs in the setup too, before it.
+        prerequisites = set(upstream_stages(order, edges, setup))
+        setup = [name for name in order if name in setup or name in prerequisites]
         settings = thread_settings(params, child_env())
         derived, sources = threads_per_run(settings, stages, cores)
         result.update(
