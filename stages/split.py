@@ -1,4 +1,10 @@
-"""Stage split: train / history / ranker-label sets and the validation and test blocks (`split.protocol`)."""
+"""Stage split: train / history / ranker-label sets and the validation and test blocks (`split.protocol`).
+
+``big_matrix`` is scanned, never read whole: the split reads it a chunk of whole users at a time
+and appends each set to its file (see :mod:`reco.data.split`), so memory does not grow with the
+number of logged views. The sets are written into a temporary folder that replaces
+``data/split`` only once every file is complete.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +20,18 @@ SUMMARY_FILE = Path("metrics/split_summary.json")
 def main() -> None:
     import polars as pl
 
-    from reco.data.split import split_interactions
-    from reco.io import atomic_dir, write_json, write_parquet
+    from reco.data.split import write_split
+    from reco.io import atomic_dir, write_json
     from reco.params import load_section
     from reco.schema import PreparedFiles
 
     split, label = load_section("split"), load_section("label")
-    big = pl.read_parquet(PREPARED_DIR / PreparedFiles.big)
-    small = pl.read_parquet(PREPARED_DIR / PreparedFiles.small)
-    result = split_interactions(big, small, split, label, source=str(PREPARED_DIR / PreparedFiles.big))
+    big = pl.scan_parquet(PREPARED_DIR / PreparedFiles.big)
+    big.collect_schema()  # reads the footer only: a missing file is named before anything is written
+    small = pl.read_parquet(PREPARED_DIR / PreparedFiles.small)  # a fixed size at every scale
     with atomic_dir(SPLIT_DIR) as tmp:
-        for name, frame in result.sets().items():
-            write_parquet(frame, tmp / f"{name}.parquet")
-    write_json(result.summary, SUMMARY_FILE)
+        summary = write_split(big, small, split, label, tmp, source=str(PREPARED_DIR / PreparedFiles.big))
+    write_json(summary, SUMMARY_FILE)
 
 
 if __name__ == "__main__":

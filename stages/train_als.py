@@ -1,6 +1,10 @@
 """Stage train_als: fit implicit ALS on one training set (``ranker``: history; ``test``: all training).
 
 Usage: ``python -m stages.train_als INTERACTIONS OUT_DIR``.
+
+The set is scanned, not read: :func:`reco.models.als.fit_als` reads it a chunk of whole users at
+a time and keeps only one aggregate per (user, video) pair, so memory grows with the distinct
+pairs (the model's input), not with the logged views.
 """
 
 from __future__ import annotations
@@ -15,14 +19,10 @@ def main() -> None:
 
     from reco.models.als import fit_als, save_als
     from reco.params import load_section
-    from reco.schema import Columns
 
     interactions_path, out_dir = stage_args(USAGE, ["INTERACTIONS", "OUT_DIR"])
     als, label = load_section("als"), load_section("label")
-    interactions = pl.read_parquet(
-        interactions_path, columns=[Columns.user, Columns.item, Columns.watch_ratio, Columns.label_ratio]
-    )
-    model, _ = fit_als(interactions, als, threshold=label.threshold)
+    model, _ = fit_als(pl.scan_parquet(interactions_path), als, threshold=label.threshold)
     save_als(model, out_dir)
 
 

@@ -49,6 +49,31 @@ that ``label_ratio`` exceeds (0..len(edges)). ``label_ratio`` is ``watch_ratio``
 ``label.kind: threshold`` and the duration-debiased ratio otherwise (:mod:`reco.data.labels`); it is
 written on every set so that downstream positives follow the same rule.
 
+Bounded memory
+--------------
+``big_matrix`` grows with the logged views, so it is never held in memory whole: every pass reads
+it a chunk of whole users at a time (:func:`reco.data.labels.iter_user_chunks`, about
+``partition_rows`` rows per chunk; the prepared file is sorted by user) and everything that
+concerns one (user, video) pair happens within the chunk of its user: the test-pair anti-join
+(against the test pairs of the chunk's users), the pair-hash holdout, the first view per pair,
+the re-watch filter of ``last_days`` and the leakage checks. What is global comes from small
+summaries:
+
+1. a first pass over (user, video, duration, date) counts the training views per duration, per
+   user (the evaluation blocks' strata) and the distinct training videos, and finds the last
+   training date (``last_days``);
+2. the label rule is fitted on those counts and, for the duration-debiased cut-offs, two more
+   narrow passes (exact radix selection, :func:`reco.data.labels.fit_label_rules`);
+3. a last pass labels each chunk, cuts it into ``train`` / ``history`` / ``ranker_labels`` and
+   appends them to their files; the summary adds up the chunks' counts.
+
+``small_matrix`` (the evaluation blocks, a fixed 4.7M cells at every scale) and the ``temporal``
+protocol (small_matrix only) are handled in memory. Peak memory is that of one chunk and of
+small_matrix, whatever the length of the logs. The sets are written with pyarrow's
+``ParquetWriter`` in row groups of exactly ``ROW_GROUP_ROWS`` rows (the last one shorter), so the
+files, like the summary, are the same bytes for any ``partition_rows`` and thread count
+(:func:`write_split`); :func:`split_interactions` returns the same sets in memory.
+
 Examples
 --------
 >>> import polars as pl
@@ -59,22 +84,44 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
-from reco.data.labels import LABEL_KINDS, fit_label_rule, label_ratio_expr, labelled_ratio, positive_rate_by_bucket
+from reco.data.labels import (
+    CHUNK_ROWS,
+    LABEL_KINDS,
+    LabelRule,
+    bucket_label_counts,
+    count_durations,
+    fit_label_rules,
+    iter_user_chunks,
+    label_ratio_expr,
+    labelled_ratio,
+    merge_duration_counts,
+    positive_rate_by_bucket,
+    positive_rate_by_bucket_from_counts,
+)
 from reco.errors import InputDataError
 from reco.params import LabelParams, SplitParams
 from reco.schema import EVALUATION_BLOCKS, Columns
 
 PAIR = [Columns.user, Columns.item]
-
+SET_NAMES: Final[tuple[str, ...]] = ("train", "history", "ranker_labels", *EVALUATION_BLOCKS)
+"""The sets of a split, by file name stem, in the order they are listed and written."""
 
 STRATUM_SIZE = 10  # users of similar activity among which the validation users are drawn
+
+PARTITION_ROWS: Final = CHUNK_ROWS
+"""Rows of big_matrix per chunk of whole users (the stage's memory bound; outputs do not depend on it)."""
+ROW_GROUP_ROWS: Final = 1_000_000  # rows per row group of the written sets
+_DICTIONARY_COLUMNS: Final = (Columns.user, Columns.item, Columns.video_duration, Columns.date, Columns.relevance)
+_TRAIN_ORDER: Final = [Columns.user, Columns.timestamp, Columns.item]
 
 
 @dataclass(frozen=True)
@@ -90,7 +137,7 @@ class SplitResult:
 
     def sets(self) -> dict[str, pl.DataFrame]:
         """Every set by its file name stem (``train``, ``history``, ``ranker_labels``, ``validation``, ``test``)."""
-        return {name: getattr(self, name) for name in ("train", "history", "ranker_labels", *EVALUATION_BLOCKS)}
+        return {name: getattr(self, name) for name in SET_NAMES}
 
 
 def graded_relevance(watch_ratio: pl.Expr, edges: Sequence[float]) -> pl.Expr:
@@ -115,7 +162,8 @@ def pair_key() -> pl.Expr:
 
     ``user * 2**32 + (video + 2**31)`` is injective over all ``Int32`` pairs and never overflows.
     Set operations on this one column are 3-30x faster than on the two columns (on 12.5M rows:
-    the anti-join 3.0 s -> 0.5 s, sorted unique pairs 5.1 s -> 0.15 s).
+    the anti-join 3.0 s -> 0.5 s, sorted unique pairs 5.1 s -> 0.15 s). A user's keys fill the
+    range ``[user * 2**32, (user + 1) * 2**32)``.
 
     Examples
     --------
@@ -137,12 +185,19 @@ def has_pair_in(frame: pl.DataFrame, keys: pl.Series) -> pl.Series:
     return pair_keys(frame).is_in(keys.implode())
 
 
+def keys_of_users(sorted_keys: pl.Series, first_user: int, last_user: int) -> pl.Series:
+    """The part of the sorted ``pair_keys`` whose user lies in ``[first_user, last_user]`` (a zero-copy slice)."""
+    start = sorted_keys.search_sorted(first_user * (1 << 32), side="left")
+    stop = sorted_keys.search_sorted((last_user + 1) * (1 << 32), side="left")
+    return sorted_keys.slice(start, stop - start)
+
+
 def first_view_per_pair(frame: pl.DataFrame) -> pl.DataFrame:
-    """Keep the earliest view of every (user, video) pair (ties: lower watch ratio, deterministic).
+    """Keep the earliest view of every (user, video) pair (ties: lower watch ratio, then the input order).
 
     The result is sorted by (user, video).
     """
-    ordered = frame.sort([*PAIR, Columns.timestamp, Columns.watch_ratio], nulls_last=True)
+    ordered = frame.sort([*PAIR, Columns.timestamp, Columns.watch_ratio], nulls_last=True, maintain_order=True)
     # Sorted by pair, so a pair's first view is the row whose pair differs from the previous row's.
     return ordered.filter((pair_key() != pair_key().shift(1)).fill_null(True))
 
@@ -219,154 +274,463 @@ def split_evaluation_users(
     return np.sort(sorted_users[chosen]), np.sort(sorted_users[~chosen])
 
 
+# --------------------------------------------------------------------------------------------
+# Sinks: where the sets go (memory or parquet files)
+# --------------------------------------------------------------------------------------------
+
+Sink = Callable[[str, pl.DataFrame], None]
+"""Receives each set's rows, chunk by chunk and in order: ``sink(set name, rows)``."""
+
+
+class _CollectingSink:
+    """Keeps every chunk in memory (:func:`split_interactions`)."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, list[pl.DataFrame]] = {name: [] for name in SET_NAMES}
+
+    def __call__(self, name: str, frame: pl.DataFrame) -> None:
+        self.chunks[name].append(frame)
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        return {name: pl.concat(chunks, rechunk=True) for name, chunks in self.chunks.items()}
+
+
+class ParquetAppender:
+    """Append frames to one zstd parquet file in row groups of exactly ``row_group_rows`` rows.
+
+    polars cannot append to a parquet file; pyarrow's ``ParquetWriter`` adds row groups. Rows are
+    buffered until a row group is full (the last one is shorter), so the row groups, and thus
+    the bytes, depend only on the rows written, not on how they were cut into frames.
+    Statistics are off, as in :func:`reco.io.write_parquet`. The first frame (it may be empty)
+    fixes the schema; :meth:`close` writes the file, empty if only empty frames came.
+    """
+
+    def __init__(self, path: Path, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+        self.path = Path(path)
+        self.row_group_rows = row_group_rows
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pl.Schema | None = None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Add ``frame``'s rows (same schema as the first frame)."""
+        if self._schema is None:
+            self._schema = frame.schema
+            self._writer = pq.ParquetWriter(
+                self.path,
+                frame.head(0).to_arrow().schema,
+                compression="zstd",
+                use_dictionary=[c for c in _DICTIONARY_COLUMNS if c in frame.columns],
+                write_statistics=False,
+            )
+        elif frame.schema != self._schema:
+            raise ValueError(f"{self.path.name}: schema {frame.schema} differs from the first chunk's {self._schema}")
+        if frame.height == 0:
+            return
+        self._pending.append(frame)
+        self._pending_rows += frame.height
+        while self._pending_rows >= self.row_group_rows:
+            rows = pl.concat(self._pending, rechunk=False)
+            self._write_group(rows.slice(0, self.row_group_rows))
+            rest = rows.slice(self.row_group_rows)
+            self._pending, self._pending_rows = [rest], rest.height
+
+    def _write_group(self, rows: pl.DataFrame) -> None:
+        assert self._writer is not None
+        # One contiguous chunk per column: the pages, and so the bytes, do not follow the input chunks.
+        self._writer.write_table(rows.rechunk().to_arrow(), row_group_size=self.row_group_rows)
+
+    def close(self) -> None:
+        """Write the last (short) row group and the footer."""
+        if self._writer is None:
+            raise ValueError(f"{self.path.name}: nothing was written, not even an empty frame")
+        if self._pending_rows:
+            self._write_group(pl.concat(self._pending, rechunk=False))
+        self._pending, self._pending_rows = [], 0
+        self._writer.close()
+        self._writer = None
+
+    def abort(self) -> None:
+        """Close the file without finishing it (after an error; the caller removes it)."""
+        self._pending, self._pending_rows = [], 0
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# --------------------------------------------------------------------------------------------
+# The split
+# --------------------------------------------------------------------------------------------
+
+
+_COUNTED_SETS: Final = ("train", "history", "window", "ranker_labels")  # "window": the held-out views
+
+
+@dataclass
+class _ChunkTotals:
+    """Counts of the last pass, summed over the chunks."""
+
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTED_SETS, 0))
+    ranker_label_users: int = 0
+    ranker_label_positives: int = 0
+    held_out_pairs: int = 0
+    train_users: int = 0
+    overlap: int = 0
+    leaked: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("train", "history", "ranker_labels"), 0))
+    bucket_counts: dict[str, list[pl.DataFrame]] = field(default_factory=lambda: {kind: [] for kind in LABEL_KINDS})
+
+
+@dataclass
+class _TrainingSummary:
+    """What the first pass learns about the training views (all of it small)."""
+
+    source_rows: int = 0
+    train_rows: int = 0
+    duration_counts: pl.DataFrame | None = None
+    views_per_user: list[pl.DataFrame] = field(default_factory=list)
+    items: pl.Series | None = None  # the distinct training videos
+    last_date: dt.date | None = None
+
+
+class _Splitter:
+    """One split of a user-sorted training source (see the module docstring for the passes)."""
+
+    def __init__(
+        self,
+        big: pl.LazyFrame,
+        small: pl.DataFrame,
+        split: SplitParams,
+        label: LabelParams,
+        source: str,
+        partition_rows: int,
+    ) -> None:
+        self.big, self.small, self.split, self.label = big, small, split, label
+        self.source, self.partition_rows = source, partition_rows
+        self.test_keys = pair_keys(small).unique().sort()
+
+    def chunks(self, columns: Sequence[str] | None = None) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+        """Each chunk of training views (big_matrix minus the test pairs) with the test keys of its users."""
+        source = self.big if columns is None else self.big.select(columns)
+        for chunk in iter_user_chunks(source, self.partition_rows, name=self.source):
+            keys = keys_of_users(self.test_keys, chunk[Columns.user][0], chunk[Columns.user][-1])
+            yield chunk.filter(~has_pair_in(chunk, keys)), keys
+
+    def summarise_training(self) -> _TrainingSummary:
+        """First pass: views per duration and per user, distinct videos, last date, row counts."""
+        summary = _TrainingSummary()
+        columns = [*PAIR, Columns.video_duration, Columns.date]
+        for train, _ in self.chunks(columns):
+            summary.train_rows += train.height
+            so_far = [] if summary.duration_counts is None else [summary.duration_counts]
+            summary.duration_counts = merge_duration_counts([*so_far, count_durations(train)])
+            summary.views_per_user.append(train.group_by(Columns.user).len())
+            videos = train[Columns.item].unique()
+            summary.items = videos if summary.items is None else pl.concat([summary.items, videos]).unique()
+            last = train[Columns.date].max()
+            if last is not None and (summary.last_date is None or last > summary.last_date):  # type: ignore[operator]
+                summary.last_date = last  # type: ignore[assignment]
+        summary.source_rows = self.big.select(pl.len()).collect().item()
+        return summary
+
+    def fit_rules(self, training: _TrainingSummary) -> dict[str, LabelRule]:
+        """Both kinds' label rules (the active one labels the sets, both are summarised)."""
+        assert training.duration_counts is not None
+
+        def views() -> Iterator[pl.DataFrame]:
+            for train, _ in self.chunks([*PAIR, Columns.video_duration, Columns.watch_ratio]):
+                yield train
+
+        return fit_label_rules(training.duration_counts, views, self.label)
+
+    def run(self, sink: Sink) -> dict[str, Any]:
+        """Split, hand every set to ``sink`` chunk by chunk, and return the summary."""
+        split, label, source = self.split, self.label, self.source
+        training = self.summarise_training()
+        if training.train_rows == 0:
+            raise InputDataError(source, "no training rows left after removing the test pairs")
+        rules = self.fit_rules(training)
+        rule = rules[label.kind]
+
+        window_start: dt.date | None = None
+        if split.ranker_labels == "holdout":
+            label_set: dict[str, Any] = {"kind": "holdout", "fraction": split.holdout_fraction}
+        else:
+            assert training.last_date is not None
+            window_start = training.last_date - dt.timedelta(days=split.label_window_days - 1)
+            label_set = {
+                "kind": "last_days",
+                "start": window_start.isoformat(),
+                "end": training.last_date.isoformat(),
+                "days": split.label_window_days,
+            }
+
+        totals = _ChunkTotals()
+        for train, test_keys in self.chunks():
+            train = train.sort(_TRAIN_ORDER, maintain_order=True)  # stable: ties keep the prepared order
+            self._split_chunk(train, test_keys, rules, window_start, totals, sink)
+
+        if totals.rows["history"] == 0 or totals.rows["window"] == 0:
+            empty = "history" if totals.rows["history"] == 0 else None
+            if split.ranker_labels == "holdout":
+                raise InputDataError(
+                    source,
+                    f"split.holdout_fraction = {split.holdout_fraction} leaves an empty "
+                    f"{empty or 'holdout'} ({totals.rows['train']} training rows)",
+                )
+            raise InputDataError(
+                source,
+                f"split.label_window_days = {split.label_window_days} leaves an empty "
+                f"{empty or 'label window'} (training dates end {training.last_date})",
+            )
+        if split.ranker_labels == "holdout":
+            label_set["pairs"] = totals.held_out_pairs
+        # The ranker's labels and its features' history never share a pair.
+        if totals.overlap:
+            raise InputDataError(source, f"leakage: {totals.overlap} ranker-label pairs also appear in the history")
+
+        small = self.small.with_columns(label_ratio_expr(rule))
+        evaluation = with_labels(first_view_per_pair(small), label)  # sorted by pair
+        views_per_user = pl.concat(training.views_per_user).group_by(Columns.user).agg(pl.col("len").sum())
+        activity = (
+            evaluation.select(pl.col(Columns.user).unique())
+            .join(views_per_user, on=Columns.user, how="left")
+            .sort(Columns.user)
+        )
+        validation_users, test_users = split_evaluation_users(
+            activity[Columns.user].to_numpy(),
+            activity["len"].fill_null(0).to_numpy(),
+            split.validation_users,
+            split.seed,
+        )
+        blocks = {
+            "validation": evaluation.filter(pl.col(Columns.user).is_in(pl.Series(validation_users).implode())),
+            "test": evaluation.filter(pl.col(Columns.user).is_in(pl.Series(test_users).implode())),
+        }
+        if any(totals.leaked.values()):
+            raise InputDataError(
+                source, f"leakage: evaluation (user, video) pairs found in training sets: {totals.leaked}"
+            )
+        for name, frame in blocks.items():
+            sink(name, frame)
+
+        return {
+            "protocol": split.protocol,
+            "label_threshold": label.threshold,
+            "ranker_labels": label_set,
+            "evaluation_blocks": {
+                "validation_users_share": split.validation_users,
+                "stratified_by": "training views per user",
+                "seed": split.seed,
+            },
+            "rows": {
+                "training_source": training.source_rows,
+                "removed_evaluation_pairs_from_training_source": training.source_rows - training.train_rows,
+                "train": totals.rows["train"],
+                "history": totals.rows["history"],
+                "ranker_label_views": totals.rows["window"],
+                "ranker_labels": totals.rows["ranker_labels"],
+                **{name: frame.height for name, frame in blocks.items()},
+            },
+            "users": {
+                "train": totals.train_users,
+                "ranker_labels": totals.ranker_label_users,
+                **{name: frame[Columns.user].n_unique() for name, frame in blocks.items()},
+                "evaluation_without_training_history": int((activity["len"].fill_null(0) == 0).sum()),
+            },
+            "items": {
+                "train": 0 if training.items is None else training.items.len(),
+                **{name: frame[Columns.item].n_unique() for name, frame in blocks.items()},
+            },
+            "positive_rate": {
+                # the mean of a boolean column: an exact count over an exact count, as polars computes it
+                "ranker_labels": totals.ranker_label_positives / totals.rows["ranker_labels"]
+                if totals.rows["ranker_labels"]
+                else 0.0,
+                **{name: _positive_rate(frame) for name, frame in blocks.items()},
+            },
+            "leakage_check": {"evaluation_pairs_in_training_sets": totals.leaked, "passed": True},
+            "label_rule": rule.as_dict(),
+            "positive_rate_by_duration_bucket": {
+                kind: {
+                    "train": positive_rate_by_bucket_from_counts(totals.bucket_counts[kind], rule.edges_ms),
+                    "evaluation": positive_rate_by_bucket(small, kind_rule, rule.edges_ms),
+                }
+                for kind, kind_rule in rules.items()
+            },
+        }
+
+    def _split_chunk(
+        self,
+        train: pl.DataFrame,
+        test_keys: pl.Series,
+        rules: dict[str, LabelRule],
+        window_start: dt.date | None,
+        totals: _ChunkTotals,
+        sink: Sink,
+    ) -> None:
+        """Label one chunk of training views, cut it into the training sets and count it."""
+        split, label, rule = self.split, self.label, rules[self.label.kind]
+        train = train.with_columns(label_ratio_expr(rule))
+        if window_start is None:
+            history, window, held_out = _holdout_pairs(train, split.holdout_fraction, split.seed)
+            totals.held_out_pairs += held_out
+            ranker_labels = with_labels(first_view_per_pair(window), label)  # sorted by pair
+        else:
+            history = train.filter(pl.col(Columns.date) < window_start)
+            window = train.filter(pl.col(Columns.date) >= window_start)
+            # A pair already seen in history is a re-watch; the ranker predicts new pairs, like the test.
+            first_views = first_view_per_pair(window)
+            rewatch = has_pair_in(first_views, pair_keys(history).unique())
+            ranker_labels = with_labels(first_views.filter(~rewatch), label)
+        totals.overlap += int(has_pair_in(ranker_labels, pair_keys(history)).sum())
+        for name, frame in (("train", train), ("history", history), ("ranker_labels", ranker_labels)):
+            totals.leaked[name] += int(has_pair_in(frame, test_keys).sum())
+        totals.rows["train"] += train.height
+        totals.rows["history"] += history.height
+        totals.rows["window"] += window.height
+        totals.rows["ranker_labels"] += ranker_labels.height
+        totals.train_users += train[Columns.user].n_unique()  # a user's rows are all in one chunk
+        totals.ranker_label_users += ranker_labels[Columns.user].n_unique()
+        totals.ranker_label_positives += int(ranker_labels[Columns.label].sum())
+        for kind, kind_rule in rules.items():
+            totals.bucket_counts[kind].append(bucket_label_counts(train, kind_rule, rule.edges_ms))
+        sink("train", train)
+        sink("history", history)
+        sink("ranker_labels", ranker_labels)
+
+
 def _positive_rate(frame: pl.DataFrame) -> float:
     return float(frame[Columns.label].mean()) if frame.height else 0.0
 
 
-def split_interactions(
-    big: pl.DataFrame, small: pl.DataFrame, split: SplitParams, label: LabelParams, *, source: str = "big_matrix"
-) -> SplitResult:
-    """Split prepared interactions for ``split.protocol`` (see the module docstring).
+def _temporal_cut(
+    small: pl.DataFrame, split: SplitParams, source: str
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """``temporal``: small_matrix's earliest timestamped views train, the last ``temporal_test_fraction`` test."""
+    # The notebooks' setup: small_matrix alone, cut chronologically (rows without a time can't be placed).
+    timed = small.filter(pl.col(Columns.timestamp).is_not_null())
+    if timed.height < 2:
+        raise InputDataError(
+            source, f"split.protocol = 'temporal' needs timestamped small_matrix rows; found {timed.height}"
+        )
+    cut = timed[Columns.timestamp].sort()[int(round((1 - split.temporal_test_fraction) * (timed.height - 1)))]
+    info = {
+        "temporal_cut": cut.isoformat(),
+        "test_fraction": split.temporal_test_fraction,
+        "small_matrix_rows_without_timestamp": small.height - timed.height,
+    }
+    train, test = timed.filter(pl.col(Columns.timestamp) <= cut), timed.filter(pl.col(Columns.timestamp) > cut)
+    if test.height == 0:
+        raise InputDataError(
+            source, f"split.temporal_test_fraction = {split.temporal_test_fraction} leaves no test rows"
+        )
+    return train, test, info
+
+
+def split_to_sink(
+    big: pl.LazyFrame | pl.DataFrame,
+    small: pl.DataFrame,
+    split: SplitParams,
+    label: LabelParams,
+    sink: Sink,
+    *,
+    source: str = "big_matrix",
+    partition_rows: int | None = None,
+) -> dict[str, Any]:
+    """Split for ``split.protocol`` (see the module docstring), handing each set's rows to ``sink``.
 
     Parameters
     ----------
-    big, small
-        Prepared ``big_matrix`` / ``small_matrix`` (``reco.schema.INTERACTION_SCHEMA``). Under
-        ``temporal`` only ``small`` is used: its earliest ``1 - split.temporal_test_fraction`` of
-        timestamped rows train, the rest is the test.
+    big
+        Prepared ``big_matrix`` (``reco.schema.INTERACTION_SCHEMA``): a lazy scan of the prepared
+        file, sorted by user (read a chunk of whole users at a time), or a frame in memory (sorted
+        by user here). Unused under ``temporal``.
+    small
+        Prepared ``small_matrix``, in memory. Under ``temporal`` its earliest
+        ``1 - split.temporal_test_fraction`` of timestamped rows train, the rest is the test.
     split, label
         The ``split`` and ``label`` params sections.
+    sink
+        Called as ``sink(name, rows)`` for each set of :data:`SET_NAMES`, several times for the
+        training sets (their chunks, in order) and at least once for each set.
     source
         Name used in error messages.
+    partition_rows
+        Rows per chunk of ``big`` (the memory bound; default :data:`PARTITION_ROWS`); the sets
+        and the summary do not depend on it.
+
+    Returns
+    -------
+    dict
+        The JSON-ready summary.
+
+    Raises
+    ------
+    InputDataError
+        If a set is empty, ``big`` is not sorted by user, or a test pair leaks into any training set.
+    """
+    partition_rows = PARTITION_ROWS if partition_rows is None else partition_rows  # read now: tests lower it
+    if partition_rows < 1:
+        raise ValueError(f"partition_rows must be positive, got {partition_rows}")
+    protocol_info: dict[str, Any] = {}
+    if split.protocol == "temporal":
+        big, small, protocol_info = _temporal_cut(small, split, source)
+    if isinstance(big, pl.DataFrame):
+        big = big.sort(Columns.user, maintain_order=True).lazy()
+    summary = _Splitter(big, small, split, label, source, partition_rows).run(sink)
+    return {"protocol": summary.pop("protocol"), **protocol_info, **summary}
+
+
+def split_interactions(
+    big: pl.DataFrame | pl.LazyFrame,
+    small: pl.DataFrame,
+    split: SplitParams,
+    label: LabelParams,
+    *,
+    source: str = "big_matrix",
+    partition_rows: int | None = None,
+) -> SplitResult:
+    """Split prepared interactions in memory (see :func:`split_to_sink` for the parameters).
 
     Raises
     ------
     InputDataError
         If a set is empty or a test pair leaks into any training set.
     """
-    protocol_info: dict[str, Any] = {}
-    if split.protocol == "temporal":
-        # The notebooks' setup: small_matrix alone, cut chronologically (rows without a time can't be placed).
-        timed = small.filter(pl.col(Columns.timestamp).is_not_null())
-        if timed.height < 2:
-            raise InputDataError(source, f"split.protocol = 'temporal' needs timestamped small_matrix rows; found {timed.height}")
-        cut = timed[Columns.timestamp].sort()[int(round((1 - split.temporal_test_fraction) * (timed.height - 1)))]
-        protocol_info = {
-            "temporal_cut": cut.isoformat(),
-            "test_fraction": split.temporal_test_fraction,
-            "small_matrix_rows_without_timestamp": small.height - timed.height,
-        }
-        big = timed.filter(pl.col(Columns.timestamp) <= cut)
-        small = timed.filter(pl.col(Columns.timestamp) > cut)
-        if small.height == 0:
-            raise InputDataError(source, f"split.temporal_test_fraction = {split.temporal_test_fraction} leaves no test rows")
-    test_pairs = pair_keys(small).unique()
-    train = big.filter(~has_pair_in(big, test_pairs)).sort([Columns.user, Columns.timestamp, Columns.item])
-    if train.height == 0:
-        raise InputDataError(source, "no training rows left after removing the test pairs")
-    # The label rule is fitted on training views only; every set carries its label ratio.
-    rule = fit_label_rule(train, label)
-    train = train.with_columns(label_ratio_expr(rule))
-    small = small.with_columns(label_ratio_expr(rule))
+    sink = _CollectingSink()
+    summary = split_to_sink(big, small, split, label, sink, source=source, partition_rows=partition_rows)
+    return SplitResult(**sink.frames(), summary=summary)
 
-    if split.ranker_labels == "holdout":
-        history, window, held_out = _holdout_pairs(train, split.holdout_fraction, split.seed)
-        if history.height == 0 or window.height == 0:
-            raise InputDataError(
-                source,
-                f"split.holdout_fraction = {split.holdout_fraction} leaves an empty "
-                f"{'history' if history.height == 0 else 'holdout'} ({train.height} training rows)",
-            )
-        ranker_labels = with_labels(first_view_per_pair(window), label)  # sorted by pair
-        label_set: dict[str, Any] = {"kind": "holdout", "fraction": split.holdout_fraction, "pairs": held_out}
-    else:
-        last_date: dt.date = train[Columns.date].max()  # type: ignore[assignment]
-        window_start = last_date - dt.timedelta(days=split.label_window_days - 1)
-        history = train.filter(pl.col(Columns.date) < window_start)
-        window = train.filter(pl.col(Columns.date) >= window_start)
-        if history.height == 0 or window.height == 0:
-            raise InputDataError(
-                source,
-                f"split.label_window_days = {split.label_window_days} leaves an empty "
-                f"{'history' if history.height == 0 else 'label window'} (training dates end {last_date})",
-            )
-        # A pair already seen in history is a re-watch; the ranker predicts new pairs, like the test.
-        first_views = first_view_per_pair(window)
-        ranker_labels = with_labels(first_views.filter(~has_pair_in(first_views, pair_keys(history).unique())), label)
-        label_set = {
-            "kind": "last_days",
-            "start": window_start.isoformat(),
-            "end": last_date.isoformat(),
-            "days": split.label_window_days,
-        }
-    # The ranker's labels and its features' history never share a pair.
-    overlap = int(has_pair_in(ranker_labels, pair_keys(history)).sum())
-    if overlap:
-        raise InputDataError(source, f"leakage: {overlap} ranker-label pairs also appear in the history")
-    evaluation = with_labels(first_view_per_pair(small), label)  # sorted by pair
-    activity = (
-        evaluation.select(pl.col(Columns.user).unique())
-        .join(train.group_by(Columns.user).len(), on=Columns.user, how="left")
-        .sort(Columns.user)
-    )
-    validation_users, test_users = split_evaluation_users(
-        activity[Columns.user].to_numpy(), activity["len"].fill_null(0).to_numpy(), split.validation_users, split.seed
-    )
-    blocks = {
-        "validation": evaluation.filter(pl.col(Columns.user).is_in(pl.Series(validation_users).implode())),
-        "test": evaluation.filter(pl.col(Columns.user).is_in(pl.Series(test_users).implode())),
-    }
 
-    leaked = {
-        name: int(has_pair_in(frame, test_pairs).sum())
-        for name, frame in (("train", train), ("history", history), ("ranker_labels", ranker_labels))
-    }
-    if any(leaked.values()):
-        raise InputDataError(source, f"leakage: evaluation (user, video) pairs found in training sets: {leaked}")
+def write_split(
+    big: pl.LazyFrame | pl.DataFrame,
+    small: pl.DataFrame,
+    split: SplitParams,
+    label: LabelParams,
+    out_dir: Path,
+    *,
+    source: str = "big_matrix",
+    partition_rows: int | None = None,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> dict[str, Any]:
+    """Split (:func:`split_to_sink`) straight into ``out_dir/<set>.parquet``; return the summary.
 
-    # Both kinds for the summary; the active one is already fitted.
-    rules_by_kind = {kind: rule if kind == rule.kind else fit_label_rule(train, label, kind) for kind in LABEL_KINDS}
-    summary = {
-        "protocol": split.protocol,
-        **protocol_info,
-        "label_threshold": label.threshold,
-        "ranker_labels": label_set,
-        "evaluation_blocks": {
-            "validation_users_share": split.validation_users,
-            "stratified_by": "training views per user",
-            "seed": split.seed,
-        },
-        "rows": {
-            "training_source": big.height,
-            "removed_evaluation_pairs_from_training_source": big.height - train.height,
-            "train": train.height,
-            "history": history.height,
-            "ranker_label_views": window.height,
-            "ranker_labels": ranker_labels.height,
-            **{name: frame.height for name, frame in blocks.items()},
-        },
-        "users": {
-            "train": train[Columns.user].n_unique(),
-            "ranker_labels": ranker_labels[Columns.user].n_unique(),
-            **{name: frame[Columns.user].n_unique() for name, frame in blocks.items()},
-            "evaluation_without_training_history": int((activity["len"].fill_null(0) == 0).sum()),
-        },
-        "items": {"train": train[Columns.item].n_unique(), **{n: f[Columns.item].n_unique() for n, f in blocks.items()}},
-        "positive_rate": {
-            "ranker_labels": _positive_rate(ranker_labels),
-            **{name: _positive_rate(frame) for name, frame in blocks.items()},
-        },
-        "leakage_check": {"evaluation_pairs_in_training_sets": leaked, "passed": True},
-        "label_rule": rule.as_dict(),
-        "positive_rate_by_duration_bucket": {
-            kind: {
-                name: positive_rate_by_bucket(frame, kind_rule, rule.edges_ms)
-                for name, frame in (("train", train), ("evaluation", small))
-            }
-            for kind, kind_rule in rules_by_kind.items()
-        },
-    }
-    return SplitResult(
-        train=train, history=history, ranker_labels=ranker_labels, validation=blocks["validation"],
-        test=blocks["test"], summary=summary,
-    )  # fmt: skip
+    Each set is appended chunk by chunk (:class:`ParquetAppender`), so memory does not grow with
+    the number of views. ``out_dir`` should be a temporary folder (``reco.io.atomic_dir``): on an
+    error the files in it are incomplete.
+    """
+    out_dir = Path(out_dir)
+    appenders = {name: ParquetAppender(out_dir / f"{name}.parquet", row_group_rows) for name in SET_NAMES}
+    try:
+        summary = split_to_sink(
+            big, small, split, label, lambda name, rows: appenders[name].write(rows), source=source,
+            partition_rows=partition_rows,
+        )  # fmt: skip
+        for appender in appenders.values():
+            appender.close()
+    except BaseException:
+        for appender in appenders.values():
+            appender.abort()
+        raise
+    return summary

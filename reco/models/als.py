@@ -24,6 +24,16 @@ Repeated views of a pair are aggregated first (max watch ratio); pairs with ``v 
 dropped (they carry no preference). The matrix already holds the confidence, so implicit is run
 with ``alpha=1.0``.
 
+Bounded memory
+--------------
+The training sets grow with the logged views; the matrix grows with the distinct pairs only.
+:func:`fit_als` given a lazy scan of a set sorted by user (the split's ``history``/``train``)
+never holds the views: it reads them a chunk of whole users at a time
+(:func:`reco.data.labels.iter_user_chunks`), aggregates each chunk to its pairs (a pair's
+views are all in its user's chunk) and builds the CSR arrays straight from the pairs, which
+arrive sorted by (user, item). The matrix is the one the in-memory path builds from the same
+rows, so the fit is the same.
+
 The same factors on every CPU
 ----------------------------
 implicit's CPU solver runs on BLAS (``dot``, ``axpy``, ``symv``), and OpenBLAS picks a different
@@ -76,7 +86,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import scipy.sparse  # noqa: E402
 
-from reco.data.labels import labelled_ratio  # noqa: E402
+from reco.data.labels import CHUNK_ROWS, iter_user_chunks, labelled_ratio  # noqa: E402
 from reco.errors import InputDataError, ParamsError  # noqa: E402
 from reco.io import atomic_dir, read_npy, write_json, write_npy  # noqa: E402
 from reco.params import AlsParams, as_dict  # noqa: E402
@@ -293,6 +303,59 @@ def _pairs_to_csr(pairs: pl.DataFrame, user_ids: IdMap, item_ids: IdMap) -> scip
     return matrix
 
 
+def _confidence_matrix_by_user(
+    interactions: pl.LazyFrame,
+    confidence: str,
+    threshold: float,
+    alpha: float,
+    negative_weight: float,
+    chunk_rows: int,
+) -> tuple[scipy.sparse.csr_matrix, IdMap, IdMap, int]:
+    """The confidence matrix of a lazy, user-sorted interaction table, read a chunk of whole users at a time.
+
+    Returns the matrix, its id maps (the users and items of the kept pairs) and the number of
+    rows read. Memory holds one chunk of views and the kept pairs (12 bytes each), never all
+    the views.
+    """
+    names = interactions.collect_schema().names()
+    needed = (Columns.user, Columns.item, Columns.watch_ratio)
+    if missing := [c for c in needed if c not in names]:
+        raise InputDataError("interactions", f"missing column(s) {missing}; expected {list(needed)}, got {names}")
+    columns = [*needed, *([Columns.label_ratio] if Columns.label_ratio in names else [])]
+    users: list[np.ndarray] = []
+    items: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    n_rows = 0
+    for chunk in iter_user_chunks(interactions.select(columns), chunk_rows):
+        n_rows += chunk.height
+        # A pair's views all lie in its user's chunk, so the chunk's pairs are final.
+        pairs = _confidence_pairs(chunk, confidence, threshold, alpha, negative_weight).sort(Columns.user, Columns.item)
+        users.append(pairs[Columns.user].to_numpy().astype(np.int32))
+        items.append(pairs[Columns.item].to_numpy().astype(np.int32))
+        scores.append(pairs[Columns.score].to_numpy().astype(np.float32))
+        del chunk, pairs
+    all_users = np.concatenate(users) if users else np.array([], dtype=np.int32)
+    users.clear()
+    # Pairs arrive sorted by (user, item) (chunks follow the users), so they already are the CSR
+    # arrays: no COO -> CSR conversion, which would sort them and hold them twice more.
+    starts = np.flatnonzero(np.concatenate(([True], all_users[1:] != all_users[:-1]))) if all_users.size else all_users
+    user_ids = IdMap(all_users[starts])
+    del all_users
+    distinct_items = [np.unique(part) for part in items]
+    item_ids = IdMap.from_values(np.concatenate(distinct_items) if items else np.array([], np.int32))
+    indices = np.concatenate([item_ids.index_of(part) for part in items]) if items else np.array([], np.int32)
+    items.clear()
+    data = np.concatenate(scores) if scores else np.array([], np.float32)
+    scores.clear()
+    index_dtype = np.int32 if data.size < np.iinfo(np.int32).max else np.int64
+    indptr = np.append(starts, data.size).astype(index_dtype)
+    matrix = scipy.sparse.csr_matrix(
+        (data, indices.astype(index_dtype, copy=False), indptr), shape=(len(user_ids), len(item_ids)), copy=False
+    )
+    matrix.sort_indices()  # already sorted: only checked and flagged, as _pairs_to_csr leaves it
+    return matrix, user_ids, item_ids, n_rows
+
+
 def build_confidence_matrix(
     interactions: pl.DataFrame,
     user_ids: IdMap,
@@ -441,12 +504,19 @@ def _round_loss(value: float) -> float:
     return float(f"{value:.{LOSS_DIGITS}g}") if np.isfinite(value) else value
 
 
-def fit_als(interactions: pl.DataFrame, params: AlsParams, threshold: float) -> tuple[AlsModel, scipy.sparse.csr_matrix]:
+def fit_als(
+    interactions: pl.DataFrame | pl.LazyFrame, params: AlsParams, threshold: float, *, chunk_rows: int | None = None
+) -> tuple[AlsModel, scipy.sparse.csr_matrix]:
     """Fit implicit ALS on ``interactions``; return the model and its training confidence matrix.
 
     The id maps hold the users and items of the pairs kept in the confidence matrix (so, with
     ``binary`` confidence, a user without a positive view is unknown to ALS rather than given a
     meaningless factor). The loss after each iteration is recorded through ``fit``'s callback.
+
+    ``interactions`` is a frame in memory, or a lazy scan of a table sorted by user (the split's
+    sets), which is read about ``chunk_rows`` rows (whole users; default
+    :data:`reco.data.labels.CHUNK_ROWS`) at a time: only the aggregated pairs are held (see the
+    module docstring). Both give the same matrix and the same model.
 
     Raises
     ------
@@ -457,16 +527,23 @@ def fit_als(interactions: pl.DataFrame, params: AlsParams, threshold: float) -> 
     """
     if params.use_gpu:
         _require_cuda()
-    pairs = _confidence_pairs(interactions, params.confidence, threshold, params.alpha, params.negative_weight)
-    if pairs.height == 0:
+    confidence = (params.confidence, threshold, params.alpha, params.negative_weight)
+    if isinstance(interactions, pl.LazyFrame):
+        rows_per_chunk = CHUNK_ROWS if chunk_rows is None else chunk_rows  # read now: tests lower it
+        matrix, user_ids, item_ids, n_rows = _confidence_matrix_by_user(interactions, *confidence, rows_per_chunk)
+    else:
+        n_rows = interactions.height
+        pairs = _confidence_pairs(interactions, *confidence)
+        user_ids = IdMap.from_values(pairs[Columns.user].to_numpy())
+        item_ids = IdMap.from_values(pairs[Columns.item].to_numpy())
+        matrix = _pairs_to_csr(pairs, user_ids, item_ids)
+        del pairs  # the matrix holds them now
+    if matrix.nnz == 0:
         raise InputDataError(
             "interactions",
-            f"no (user, item) pair left to fit ALS on ({interactions.height} rows, confidence={params.confidence!r}, "
+            f"no (user, item) pair left to fit ALS on ({n_rows} rows, confidence={params.confidence!r}, "
             f"threshold={threshold})",
         )
-    user_ids = IdMap.from_values(pairs[Columns.user].to_numpy())
-    item_ids = IdMap.from_values(pairs[Columns.item].to_numpy())
-    matrix = _pairs_to_csr(pairs, user_ids, item_ids)
 
     from implicit.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits

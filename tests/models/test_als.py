@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -354,3 +356,90 @@ def test_factors_near_zero_are_stored_as_positive_zero_whatever_their_sign() -> 
     # the bytes, not only the values: no -0.0 survives (its sign bit was BLAS rounding noise)
     assert not np.signbit(quantised[0, :4]).any()
     assert quantise_factors(-noise[:, :4]).tobytes() == quantised[:, :4].tobytes()
+
+
+# --- bounded memory: a user-sorted scan read in chunks -------------------------------------------
+
+
+def logged_views(seed: int = 4, n_users: int = 40, n_items: int = 25, n_views: int = 700) -> pl.DataFrame:
+    """Random views with re-watches and a label_ratio column (as split writes), sorted by user."""
+    rng = np.random.default_rng(seed)
+    ratio = rng.gamma(1.0, 1.5, n_views).astype(np.float32)
+    ratio[rng.random(n_views) < 0.05] = 0.0
+    frame = pl.DataFrame(
+        {
+            Columns.user: rng.integers(0, n_users, n_views) * 7 + 3,
+            Columns.item: rng.integers(0, n_items, n_views) * 11 - 5,
+            Columns.watch_ratio: ratio,
+            Columns.label_ratio: ratio * np.float32(1.3),
+        },
+        schema={
+            Columns.user: pl.Int32,
+            Columns.item: pl.Int32,
+            Columns.watch_ratio: pl.Float32,
+            Columns.label_ratio: pl.Float32,
+        },
+    )
+    return frame.sort(Columns.user, maintain_order=True)
+
+
+@pytest.mark.parametrize("confidence", ["signed", "binary", "watch_ratio", "log1p_watch_ratio"])
+def test_fit_on_a_scan_read_in_chunks_equals_the_fit_in_memory(confidence: str, tmp_path: Path) -> None:
+    frame = logged_views()
+    frame.write_parquet(tmp_path / "views.parquet", row_group_size=64)
+    params = parse_section("als", {**SMALL_ALS, "confidence": confidence, "iterations": 4, "num_threads": 2})
+    expected, expected_matrix = fit_als(frame, params, threshold=2.0)
+    for chunk_rows in (1, 37, 10**6):
+        scan = pl.scan_parquet(tmp_path / "views.parquet")
+        model, matrix = fit_als(scan, params, threshold=2.0, chunk_rows=chunk_rows)
+        assert matrix.shape == expected_matrix.shape and matrix.nnz == expected_matrix.nnz > 0
+        for name in ("data", "indices", "indptr"):
+            got, want = getattr(matrix, name), getattr(expected_matrix, name)
+            assert got.dtype == want.dtype and np.array_equal(got, want), name
+        assert matrix.has_sorted_indices and matrix.has_canonical_format
+        assert model.user_ids == expected.user_ids and model.item_ids == expected.item_ids
+        assert np.array_equal(model.user_factors, expected.user_factors)
+        assert np.array_equal(model.item_factors, expected.item_factors)
+        assert model.loss_per_iteration == expected.loss_per_iteration and model.params == expected.params
+
+
+def test_fit_on_a_scan_uses_the_default_chunk_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reco.models.als as als_module
+
+    frame = logged_views(seed=5)
+    frame.write_parquet(tmp_path / "views.parquet")
+    params = parse_section("als", {**SMALL_ALS, "iterations": 2})
+    expected, _ = fit_als(frame, params, threshold=2.0)
+    chunks: list[int] = []
+    real_chunks = als_module.iter_user_chunks
+
+    def counted(*args: Any, **kwargs: Any) -> Iterator[pl.DataFrame]:
+        for chunk in real_chunks(*args, **kwargs):
+            chunks.append(chunk.height)
+            yield chunk
+
+    monkeypatch.setattr(als_module, "CHUNK_ROWS", 50)
+    monkeypatch.setattr(als_module, "iter_user_chunks", counted)
+    model, _ = fit_als(pl.scan_parquet(tmp_path / "views.parquet"), params, threshold=2.0)
+    assert len(chunks) > 5 and sum(chunks) == frame.height
+    assert np.array_equal(model.user_factors, expected.user_factors)
+
+
+def test_fit_on_a_scan_rejects_bad_input(tmp_path: Path) -> None:
+    params = parse_section("als", SMALL_ALS)
+    frame = logged_views(seed=6)
+    frame.drop(Columns.watch_ratio).write_parquet(tmp_path / "no_ratio.parquet")
+    with pytest.raises(InputDataError, match="missing column"):
+        fit_als(pl.scan_parquet(tmp_path / "no_ratio.parquet"), params, threshold=2.0)
+    frame.reverse().write_parquet(tmp_path / "unsorted.parquet")
+    with pytest.raises(InputDataError, match="sorted by user_id"):
+        fit_als(pl.scan_parquet(tmp_path / "unsorted.parquet"), params, threshold=2.0, chunk_rows=100)
+    no_positive = frame.with_columns(pl.lit(0.5, dtype=pl.Float32).alias(Columns.label_ratio))
+    no_positive.write_parquet(tmp_path / "none.parquet")
+    with pytest.raises(InputDataError, match=f"no \\(user, item\\) pair left to fit ALS on \\({frame.height} rows"):
+        fit_als(pl.scan_parquet(tmp_path / "none.parquet"), params, threshold=2.0, chunk_rows=100)
+    frame.with_columns(pl.lit(float("nan"), dtype=pl.Float32).alias(Columns.watch_ratio)).write_parquet(
+        tmp_path / "nan.parquet"
+    )
+    with pytest.raises(InputDataError, match="NaN"):
+        fit_als(pl.scan_parquet(tmp_path / "nan.parquet"), params, threshold=2.0, chunk_rows=100)
