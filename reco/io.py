@@ -13,6 +13,7 @@ left alone.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -132,6 +133,145 @@ def _write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) ->
 def write_parquet(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write ``frame`` as zstd parquet, atomically; statistics off so bytes depend on data only."""
     _write_with(path, lambda tmp: frame.write_parquet(tmp, compression="zstd", statistics=False))
+
+
+def write_parquet_rows(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write ``frame`` exactly as :func:`write_parquet` does, but not atomically (into a temporary folder)."""
+    frame.write_parquet(path, compression="zstd", statistics=False)
+
+
+def polars_row_group_sizes(n_rows: int) -> list[int]:
+    """Rows of each row group that :func:`write_parquet` gives an ``n_rows``-row frame held in one chunk.
+
+    ``DataFrame.write_parquet`` streams the frame through polars' parquet sink, which cuts it
+    into row groups by a rule of polars' own (about ``n_rows / 122_880`` groups of near-equal
+    size, rounded to a multiple of the thread count, ...). The rule is not public, so it is asked
+    of polars itself: a frame of ``n_rows`` nulls (no buffers, so no memory per row) is written
+    to memory and its row groups are read back.
+
+    Examples
+    --------
+    >>> sum(polars_row_group_sizes(300_000))
+    300000
+    >>> polars_row_group_sizes(0)
+    []
+    """
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pl.select(pl.repeat(None, n_rows, dtype=pl.Null, eager=True)).write_parquet(buffer, statistics=False)
+    buffer.seek(0)
+    metadata = pq.ParquetFile(buffer).metadata
+    return [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
+
+
+class StreamedParquetWriter:
+    """Write a table that arrives in chunks with the bytes that :func:`write_parquet` gives the whole table.
+
+    polars cannot append to a parquet file, and its row groups (hence the bytes) depend on how
+    the written frame is cut. :meth:`write` spills each chunk to a scratch parquet file in
+    ``scratch_dir``; :meth:`close` learns the row groups that ``write_parquet`` would cut the
+    concatenated table (in one chunk) into (:func:`polars_row_group_sizes`), and feeds polars'
+    parquet sink, through an IO-source plugin, exactly those row groups, one at a time, read back
+    from the scratch files. The file is then byte for byte the one ``write_parquet`` writes from
+    the whole table, while memory holds one scratch file and one row group.
+
+    Parameters
+    ----------
+    path
+        The output file (write it into a temporary folder, e.g. :func:`atomic_dir`'s).
+    scratch_dir
+        An existing folder for the scratch files; they are removed by :meth:`close` and
+        :meth:`abort`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> frame = pl.DataFrame({"a": range(10)})
+    >>> writer = StreamedParquetWriter(folder / "a.parquet", folder)
+    >>> writer.write(frame.head(4)); writer.write(frame.tail(6)); writer.close()
+    >>> write_parquet(frame, folder / "b.parquet")
+    >>> (folder / "a.parquet").read_bytes() == (folder / "b.parquet").read_bytes()
+    True
+    """
+
+    def __init__(self, path: str | os.PathLike[str], scratch_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._scratch = Path(scratch_dir)
+        self._spills: list[Path] = []
+        self._schema: pl.Schema | None = None
+        self._rows = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows written so far."""
+        return self._rows
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Add ``frame``'s rows after those already written (same schema as the first frame)."""
+        if self._schema is None:
+            self._schema = frame.schema
+        elif frame.schema != self._schema:
+            raise ValueError(f"{self.path.name}: schema {frame.schema} differs from the first chunk's {self._schema}")
+        if frame.height == 0:
+            return
+        spill = self._scratch / f".{self.path.stem}.{len(self._spills):06d}.parquet"
+        frame.write_parquet(spill, compression="lz4", statistics=False)
+        self._spills.append(spill)
+        self._rows += frame.height
+
+    def _row_groups(self) -> Iterator[pl.DataFrame]:
+        """The table in the row groups of ``write_parquet``, each one contiguous chunk."""
+        pending: list[pl.DataFrame] = []
+        pending_rows = 0
+        spills = iter(self._spills)
+        for size in polars_row_group_sizes(self._rows):
+            while pending_rows < size:
+                spill = next(spills)
+                part = pl.read_parquet(spill)
+                spill.unlink()
+                pending.append(part)
+                pending_rows += part.height
+            rows = pl.concat(pending, rechunk=False)
+            yield rows.slice(0, size).rechunk()
+            rest = rows.slice(size)
+            pending, pending_rows = [rest], rest.height
+        if pending_rows or next(spills, None) is not None:
+            raise AssertionError(f"{self.path.name}: the row groups do not add up to the {self._rows} rows written")
+
+    def close(self) -> None:
+        """Write the file (an empty frame if only empty frames came) and remove the scratch files."""
+        if self._schema is None:
+            raise ValueError(f"{self.path.name}: nothing was written, not even an empty frame")
+        schema = self._schema
+        try:
+            if self._rows == 0:
+                write_parquet_rows(pl.DataFrame(schema=schema), self.path)
+                return
+            from polars.io.plugins import register_io_source
+
+            groups = self._row_groups()
+
+            def source(
+                with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
+            ) -> Iterator[pl.DataFrame]:
+                # The sink reads every row, unfiltered: each batch becomes one row group as it is.
+                if predicate is not None or n_rows is not None:
+                    raise AssertionError(f"{self.path.name}: the streamed writer's rows must be read whole")
+                for group in groups:
+                    yield group if with_columns is None else group.select(with_columns)
+
+            table = register_io_source(source, schema=schema, validate_schema=True)
+            table.sink_parquet(self.path, compression="zstd", statistics=False)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove the scratch files (after an error, or once closed)."""
+        for spill in self._spills:
+            spill.unlink(missing_ok=True)
+        self._spills = []
 
 
 def write_json(payload: Any, path: str | os.PathLike[str]) -> None:

@@ -69,9 +69,10 @@ summaries:
 
 ``small_matrix`` (the evaluation blocks, a fixed 4.7M cells at every scale) and the ``temporal``
 protocol (small_matrix only) are handled in memory. Peak memory is that of one chunk and of
-small_matrix, whatever the length of the logs. The sets are written with pyarrow's
-``ParquetWriter`` in row groups of exactly ``ROW_GROUP_ROWS`` rows (the last one shorter), so the
-files, like the summary, are the same bytes for any ``partition_rows`` and thread count
+small_matrix, whatever the length of the logs. Each set is written chunk by chunk through
+:class:`reco.io.StreamedParquetWriter`, which gives the bytes that ``write_parquet`` gives the
+whole set held in memory (the row groups polars would cut it into), so the files and the summary
+are the same for any ``partition_rows`` and the same as the in-memory split writes
 (:func:`write_split`); :func:`split_interactions` returns the same sets in memory.
 
 Examples
@@ -91,7 +92,6 @@ from typing import Any, Final
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from reco.data.labels import (
     CHUNK_ROWS,
@@ -108,6 +108,7 @@ from reco.data.labels import (
     positive_rate_by_bucket_from_counts,
 )
 from reco.errors import InputDataError
+from reco.io import StreamedParquetWriter
 from reco.params import LabelParams, SplitParams
 from reco.schema import EVALUATION_BLOCKS, Columns
 
@@ -119,8 +120,6 @@ STRATUM_SIZE = 10  # users of similar activity among which the validation users 
 
 PARTITION_ROWS: Final = CHUNK_ROWS
 """Rows of big_matrix per chunk of whole users (the stage's memory bound; outputs do not depend on it)."""
-ROW_GROUP_ROWS: Final = 1_000_000  # rows per row group of the written sets
-_DICTIONARY_COLUMNS: Final = (Columns.user, Columns.item, Columns.video_duration, Columns.date, Columns.relevance)
 _TRAIN_ORDER: Final = [Columns.user, Columns.timestamp, Columns.item]
 
 
@@ -293,70 +292,6 @@ class _CollectingSink:
 
     def frames(self) -> dict[str, pl.DataFrame]:
         return {name: pl.concat(chunks, rechunk=True) for name, chunks in self.chunks.items()}
-
-
-class ParquetAppender:
-    """Append frames to one zstd parquet file in row groups of exactly ``row_group_rows`` rows.
-
-    polars cannot append to a parquet file; pyarrow's ``ParquetWriter`` adds row groups. Rows are
-    buffered until a row group is full (the last one is shorter), so the row groups, and thus
-    the bytes, depend only on the rows written, not on how they were cut into frames.
-    Statistics are off, as in :func:`reco.io.write_parquet`. The first frame (it may be empty)
-    fixes the schema; :meth:`close` writes the file, empty if only empty frames came.
-    """
-
-    def __init__(self, path: Path, row_group_rows: int = ROW_GROUP_ROWS) -> None:
-        self.path = Path(path)
-        self.row_group_rows = row_group_rows
-        self._pending: list[pl.DataFrame] = []
-        self._pending_rows = 0
-        self._writer: pq.ParquetWriter | None = None
-        self._schema: pl.Schema | None = None
-
-    def write(self, frame: pl.DataFrame) -> None:
-        """Add ``frame``'s rows (same schema as the first frame)."""
-        if self._schema is None:
-            self._schema = frame.schema
-            self._writer = pq.ParquetWriter(
-                self.path,
-                frame.head(0).to_arrow().schema,
-                compression="zstd",
-                use_dictionary=[c for c in _DICTIONARY_COLUMNS if c in frame.columns],
-                write_statistics=False,
-            )
-        elif frame.schema != self._schema:
-            raise ValueError(f"{self.path.name}: schema {frame.schema} differs from the first chunk's {self._schema}")
-        if frame.height == 0:
-            return
-        self._pending.append(frame)
-        self._pending_rows += frame.height
-        while self._pending_rows >= self.row_group_rows:
-            rows = pl.concat(self._pending, rechunk=False)
-            self._write_group(rows.slice(0, self.row_group_rows))
-            rest = rows.slice(self.row_group_rows)
-            self._pending, self._pending_rows = [rest], rest.height
-
-    def _write_group(self, rows: pl.DataFrame) -> None:
-        assert self._writer is not None
-        # One contiguous chunk per column: the pages, and so the bytes, do not follow the input chunks.
-        self._writer.write_table(rows.rechunk().to_arrow(), row_group_size=self.row_group_rows)
-
-    def close(self) -> None:
-        """Write the last (short) row group and the footer."""
-        if self._writer is None:
-            raise ValueError(f"{self.path.name}: nothing was written, not even an empty frame")
-        if self._pending_rows:
-            self._write_group(pl.concat(self._pending, rechunk=False))
-        self._pending, self._pending_rows = [], 0
-        self._writer.close()
-        self._writer = None
-
-    def abort(self) -> None:
-        """Close the file without finishing it (after an error; the caller removes it)."""
-        self._pending, self._pending_rows = [], 0
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,25 +647,25 @@ def write_split(
     *,
     source: str = "big_matrix",
     partition_rows: int | None = None,
-    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> dict[str, Any]:
     """Split (:func:`split_to_sink`) straight into ``out_dir/<set>.parquet``; return the summary.
 
-    Each set is appended chunk by chunk (:class:`ParquetAppender`), so memory does not grow with
-    the number of views. ``out_dir`` should be a temporary folder (``reco.io.atomic_dir``): on an
-    error the files in it are incomplete.
+    Each set is written chunk by chunk (:class:`reco.io.StreamedParquetWriter`: the same bytes
+    as :func:`reco.io.write_parquet` of the whole set), so memory does not grow with the number
+    of views. ``out_dir`` should be a temporary folder (``reco.io.atomic_dir``): on an error the
+    files in it are incomplete.
     """
     out_dir = Path(out_dir)
-    appenders = {name: ParquetAppender(out_dir / f"{name}.parquet", row_group_rows) for name in SET_NAMES}
+    writers = {name: StreamedParquetWriter(out_dir / f"{name}.parquet", out_dir) for name in SET_NAMES}
     try:
         summary = split_to_sink(
-            big, small, split, label, lambda name, rows: appenders[name].write(rows), source=source,
+            big, small, split, label, lambda name, rows: writers[name].write(rows), source=source,
             partition_rows=partition_rows,
         )  # fmt: skip
-        for appender in appenders.values():
-            appender.close()
+        for writer in writers.values():
+            writer.close()
     except BaseException:
-        for appender in appenders.values():
-            appender.abort()
+        for writer in writers.values():
+            writer.abort()
         raise
     return summary

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 import reco.data.split as split_module
 from reco.data.split import SET_NAMES, SplitResult, split_interactions, write_split
 from reco.errors import InputDataError
+from reco.io import write_parquet
 from reco.params import LabelParams, SplitParams, parse_section
 from reco.schema import INTERACTION_SCHEMA, Columns, PreparedFiles
 
@@ -167,27 +167,22 @@ def test_unsorted_input_is_sorted_in_memory_and_refused_from_a_file(tmp_path: Pa
 
 
 @pytest.mark.parametrize("variant", ["holdout-debiased", "last_days-threshold", "temporal"])
-def test_written_files_are_the_same_bytes_for_any_partition_size(variant: str, tmp_path: Path) -> None:
+def test_written_files_are_the_bytes_of_the_in_memory_sets_for_any_partition_size(variant: str, tmp_path: Path) -> None:
     split, label = params(variant)
     BIG.write_parquet(tmp_path / "big.parquet", row_group_size=300)
     expected = split_interactions(BIG, SMALL, split, label)
-    written = {}
+    for name, frame in expected.sets().items():  # what the unchunked stage wrote: write_parquet of each set
+        write_parquet(frame, tmp_path / "expected" / f"{name}.parquet")
     for partition_rows in (ONE_PARTITION, 11):
         out = tmp_path / f"split-{partition_rows}"
         out.mkdir()
         summary = write_split(
-            pl.scan_parquet(tmp_path / "big.parquet"), SMALL, split, label, out, partition_rows=partition_rows,
-            row_group_rows=500,
-        )  # fmt: skip
+            pl.scan_parquet(tmp_path / "big.parquet"), SMALL, split, label, out, partition_rows=partition_rows
+        )
         assert summary == expected.summary
-        written[partition_rows] = {name: (out / f"{name}.parquet").read_bytes() for name in SET_NAMES}
+        assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.parquet" for name in SET_NAMES)  # no scratch
         for name in SET_NAMES:
-            assert pl.read_parquet(out / f"{name}.parquet").equals(expected.sets()[name]), name
-        # row groups of exactly row_group_rows rows, the last one shorter
-        metadata = pq.ParquetFile(out / "train.parquet").metadata
-        sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-        assert all(size == 500 for size in sizes[:-1]) and 0 < sizes[-1] <= 500
-    assert written[ONE_PARTITION] == written[11]
+            assert (out / f"{name}.parquet").read_bytes() == (tmp_path / "expected" / f"{name}.parquet").read_bytes()
 
 
 # --- the stage: atomic output, same bytes for any thread count ----------------------------------
@@ -241,18 +236,46 @@ def test_stage_failure_in_the_middle_leaves_no_output_and_no_temporary(
 RUN_STAGE_IN_CHUNKS = "import reco.data.split as s; s.PARTITION_ROWS = 700; from stages.split import main; main()"
 
 
-def test_stage_writes_the_same_bytes_with_one_or_two_threads(tmp_path: Path) -> None:
+def test_stage_in_chunks_writes_the_bytes_of_the_in_memory_split(tmp_path: Path) -> None:
     work = stage_folder(tmp_path)
-    digests = []
-    for threads in ("1", "2"):
-        env = {**os.environ, "POLARS_MAX_THREADS": threads, "PYTHONPATH": str(REPO)}
-        run = subprocess.run(
-            [sys.executable, "-c", RUN_STAGE_IN_CHUNKS], cwd=work, env=env, capture_output=True, text=True
-        )
-        assert run.returncode == 0, run.stderr
-        files = [
-            *(work / "data" / "split" / f"{name}.parquet" for name in SET_NAMES),
-            work / "metrics" / "split_summary.json",
-        ]
-        digests.append([path.read_bytes() for path in files])
-    assert digests[0] == digests[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", RUN_STAGE_IN_CHUNKS], cwd=work, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    written_params = yaml.safe_load((work / "params.yaml").read_text())
+    split, label = parse_section("split", written_params["split"]), parse_section("label", written_params["label"])
+    expected = split_interactions(BIG, SMALL, split, label, partition_rows=ONE_PARTITION)
+    for name, frame in expected.sets().items():
+        write_parquet(frame, tmp_path / "expected" / f"{name}.parquet")
+        written = work / "data" / "split" / f"{name}.parquet"
+        assert written.read_bytes() == (tmp_path / "expected" / f"{name}.parquet").read_bytes(), name
+    summary = json.loads((work / "metrics" / "split_summary.json").read_text())
+    assert summary == json.loads(json.dumps(expected.summary))
+
+
+# --- the streamed writer: write_parquet's bytes, several row groups ---------------------------
+
+
+@pytest.mark.parametrize("n_rows", [0, 1, 61_441, 184_319, 400_000])
+def test_streamed_writer_gives_write_parquet_bytes_whatever_the_chunks(n_rows: int, tmp_path: Path) -> None:
+    from reco.io import StreamedParquetWriter, polars_row_group_sizes
+
+    rng = np.random.default_rng(n_rows)
+    frame = pl.DataFrame(
+        {
+            Columns.user: np.sort(rng.integers(0, 5_000, n_rows)).astype(np.int32),
+            Columns.item: rng.integers(-5, 3_000, n_rows).astype(np.int32),
+            Columns.watch_ratio: rng.gamma(1.0, 1.5, n_rows).astype(np.float32),
+            Columns.label: rng.random(n_rows) < 0.2,
+        }
+    )
+    write_parquet(frame, tmp_path / "whole.parquet")
+    writer = StreamedParquetWriter(tmp_path / "streamed.parquet", tmp_path)
+    cuts = sorted({0, n_rows, *rng.integers(0, n_rows + 1, 6).tolist()})
+    writer.write(frame.head(0))  # an empty chunk first, as a chunk without training rows gives
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+        writer.write(frame.slice(start, stop - start))
+    writer.close()
+    assert (tmp_path / "streamed.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.parquet", "whole.parquet"]  # scratch removed
+    if n_rows >= 184_319:  # the file has several row groups, cut where write_parquet cuts them
+        assert len(polars_row_group_sizes(n_rows)) > 1
