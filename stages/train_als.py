@@ -19,10 +19,14 @@ def main() -> None:
 
     from reco.models.als import fit_als, save_als
     from reco.params import load_section
+    from reco.schema import Columns
 
     interactions_path, out_dir = stage_args(USAGE, ["INTERACTIONS", "OUT_DIR"])
     als, label = load_section("als"), load_section("label")
-    model, _ = fit_als(pl.scan_parquet(interactions_path), als, threshold=label.threshold)
+    interactions = pl.scan_parquet(interactions_path).select(
+        Columns.user, Columns.item, Columns.watch_ratio, Columns.label_ratio
+    )
+    model, _ = fit_als(interactions, als, threshold=label.threshold)
     save_als(model, out_dir)
 
 
