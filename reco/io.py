@@ -144,10 +144,11 @@ def polars_row_group_sizes(n_rows: int) -> list[int]:
     """Rows of each row group that :func:`write_parquet` gives an ``n_rows``-row frame held in one chunk.
 
     ``DataFrame.write_parquet`` streams the frame through polars' parquet sink, which cuts it
-    into row groups by a rule of polars' own (about ``n_rows / 122_880`` groups of near-equal
-    size, rounded to a multiple of the thread count, ...). The rule is not public, so it is asked
-    of polars itself: a frame of ``n_rows`` nulls (no buffers, so no memory per row) is written
-    to memory and its row groups are read back.
+    into row groups by a rule of polars' own (with polars 2.1: about ``n_rows / 122_880`` groups
+    of near-equal size, the larger ones first). The rule is not public and may change between
+    versions, so it is asked of polars itself: a frame of ``n_rows`` nulls (no buffers, so no
+    memory per row) is written to memory and its row groups are read back. (Checked against the
+    full-profile sets, whose row groups it gives exactly.)
 
     Examples
     --------

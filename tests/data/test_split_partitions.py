@@ -279,3 +279,32 @@ def test_streamed_writer_gives_write_parquet_bytes_whatever_the_chunks(n_rows: i
     assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.parquet", "whole.parquet"]  # scratch removed
     if n_rows >= 184_319:  # the file has several row groups, cut where write_parquet cuts them
         assert len(polars_row_group_sizes(n_rows)) > 1
+
+
+def test_stage_writes_the_same_bytes_with_one_or_two_threads(tmp_path: Path) -> None:
+    work = stage_folder(tmp_path)
+    digests = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "POLARS_MAX_THREADS": threads, "PYTHONPATH": str(REPO)}
+        run = subprocess.run(
+            [sys.executable, "-c", RUN_STAGE_IN_CHUNKS], cwd=work, env=env, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        files = [
+            *(work / "data" / "split" / f"{name}.parquet" for name in SET_NAMES),
+            work / "metrics" / "split_summary.json",
+        ]
+        digests.append([path.read_bytes() for path in files])
+    assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize("n_rows", [184_319, 11_562_802])
+def test_row_group_sizes_do_not_depend_on_the_thread_count(n_rows: int) -> None:
+    code = f"from reco.io import polars_row_group_sizes as f; print(f({n_rows}))"
+    printed = set()
+    for threads in ("1", "3"):
+        env = {**os.environ, "POLARS_MAX_THREADS": threads, "PYTHONPATH": str(REPO)}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        printed.add(run.stdout)
+    assert len(printed) == 1 and sum(json.loads(printed.pop())) == n_rows
