@@ -4,6 +4,11 @@ Usage: ``python -m stages.candidates BLOCK`` (``validation`` or ``test``). Write
 ``data/candidates/BLOCK.parquet`` (pairs with ALS score and rank, plus the block's label and view
 date where the cell is observed) and ``metrics/candidates/BLOCK.json`` (candidate recall@N: the
 ranker's ceiling on that block).
+
+Bounded memory: the training views are never read whole. The popularity fallback is a streaming
+count; each user partition of the block reads only its users' views (a sliced lazy scan) and
+runs ALS's batched ``recommend`` for them, in this process or, with ``compute.engine: dask``, as
+Dask tasks with the ALS model broadcast once. The output is the same either way.
 """
 
 from __future__ import annotations
@@ -17,27 +22,36 @@ ALS_DIR = Path("models/als/test")
 SPLIT_DIR = Path("data/split")
 OUT_DIR = Path("data/candidates")
 STATS_DIR = Path("metrics/candidates")
+LOCAL_THREADS = 2  # implicit's top-k threads in this process (the result does not depend on them)
 
 
 def main() -> None:
-    import polars as pl
-
+    from reco.compute import UserRowIndex, compute_client, partition_count
     from reco.errors import UsageError
     from reco.io import write_json, write_parquet
     from reco.models.als import load_als
     from reco.models.candidates import block_candidates
     from reco.params import load_section
-    from reco.schema import EVALUATION_BLOCKS, Columns
+    from reco.schema import EVALUATION_BLOCKS
 
     (block_arg,) = stage_args(USAGE, ["BLOCK"])
     block = str(block_arg)
     if block not in EVALUATION_BLOCKS:
         raise UsageError(f"BLOCK must be one of {list(EVALUATION_BLOCKS)}, got {block!r}; usage: {USAGE}")
-    params = load_section("candidates")
+    params, compute = load_section("candidates"), load_section("compute")
     model = load_als(ALS_DIR)
-    train = pl.read_parquet(SPLIT_DIR / "train.parquet", columns=[Columns.user, Columns.item, Columns.watch_ratio])
-    block_rows = pl.read_parquet(SPLIT_DIR / f"{block}.parquet")
-    candidates, summary = block_candidates(model, train, block_rows, params.n)
+    train = UserRowIndex(SPLIT_DIR / "train.parquet")
+    block_rows = UserRowIndex(SPLIT_DIR / f"{block}.parquet")
+    with compute_client(compute) as client:
+        candidates, summary = block_candidates(
+            model,
+            train,
+            block_rows,
+            params.n,
+            num_threads=LOCAL_THREADS if client is None else compute.threads_per_worker,
+            client=client,
+            n_partitions=partition_count(train.rows_of(block_rows.users), compute),
+        )
     write_parquet(candidates, OUT_DIR / f"{block}.parquet")
     write_json(summary, STATS_DIR / f"{block}.json")
 

@@ -30,14 +30,18 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import polars as pl
 import scipy.sparse
 
+from reco.compute import FrameRows, UserRowIndex, map_user_partitions
 from reco.models.als import AlsModel, build_confidence_matrix
 from reco.schema import Columns
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 SCORE_COLUMN: Final = "als_score"
 RANK_COLUMN: Final = "als_rank"
@@ -234,6 +238,16 @@ def recommend_candidates(
     return frame, stats
 
 
+def _recall_counts(candidates: pl.DataFrame, positives: pl.DataFrame) -> tuple[int, int]:
+    """(positive pairs found among the candidates, distinct positive pairs)."""
+    keys = [Columns.user, Columns.item]
+    cast = [pl.col(c).cast(pl.Int64) for c in keys]
+    pos = positives.lazy().select(cast).unique()
+    total = pos.select(pl.len()).collect().item()
+    found = pos.join(candidates.lazy().select(cast).unique(), on=keys, how="semi").select(pl.len()).collect().item()
+    return int(found), int(total)
+
+
 def candidate_recall(candidates: pl.DataFrame, positives: pl.DataFrame) -> float:
     """Share of positive (user, item) pairs found among the candidates, micro-averaged over pairs.
 
@@ -252,30 +266,87 @@ def candidate_recall(candidates: pl.DataFrame, positives: pl.DataFrame) -> float
     >>> candidate_recall(cand, pos)
     0.5
     """
-    keys = [Columns.user, Columns.item]
-    cast = [pl.col(c).cast(pl.Int64) for c in keys]
-    pos = positives.lazy().select(cast).unique()
-    total = pos.select(pl.len()).collect().item()
+    found, total = _recall_counts(candidates, positives)
     if total == 0:
         raise ValueError("no positive pairs: candidate recall is undefined")
-    found = pos.join(candidates.lazy().select(cast).unique(), on=keys, how="semi").select(pl.len()).collect().item()
     return float(found) / float(total)
 
 
-def popularity_fallback(train: pl.DataFrame, catalogue: np.ndarray) -> np.ndarray:
-    """Catalogue videos by training views (most first, ties by id), then the never-viewed ones by id."""
+def popularity_fallback(train: pl.DataFrame | pl.LazyFrame, catalogue: np.ndarray) -> np.ndarray:
+    """Catalogue videos by training views (most first, ties by id), then the never-viewed ones by id.
+
+    ``train`` may be a lazy scan: the counts are a streaming group-by (one row per video in memory).
+
+    Examples
+    --------
+    >>> train = pl.DataFrame({"video_id": [5, 7, 7, 9]})
+    >>> popularity_fallback(train, np.array([3, 5, 7])).tolist()
+    [7, 5, 3]
+    """
+    catalogue = np.asarray(catalogue)
     by_views = (
-        train.join(pl.DataFrame({Columns.item: catalogue}), on=Columns.item, how="semi")
+        train.lazy()
+        .select(pl.col(Columns.item))
+        .join(pl.LazyFrame({Columns.item: pl.Series(catalogue).cast(train.collect_schema()[Columns.item])}), on=Columns.item, how="semi")
         .group_by(Columns.item)
         .len()
         .sort(["len", Columns.item], descending=[True, False])
+        .collect(engine="streaming")
     )
     viewed = by_views[Columns.item].to_numpy()
     return np.concatenate([viewed, np.setdiff1d(catalogue, viewed)]).astype(np.int32)
 
 
+_TRAIN_COLUMNS = (Columns.user, Columns.item, Columns.watch_ratio)
+_CARRIED = (Columns.label, Columns.relevance, Columns.watch_ratio, Columns.date)
+
+
+def candidate_partition(
+    users: np.ndarray,
+    *,
+    train: UserRowIndex,
+    block: UserRowIndex,
+    model: AlsModel,
+    catalogue: np.ndarray,
+    fallback: np.ndarray,
+    n: int,
+    num_threads: int,
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Candidates of one user partition of a block, with the block's labels (a Dask task, or in-process).
+
+    The seen matrix holds only the partition's training views (every watched pair); ALS's
+    ``recommend`` ranks each user on their own, so a user's list does not depend on the partition.
+
+    Returns
+    -------
+    frame, counts
+        The labelled candidate rows (by user, then rank) and ``{"users", "users_unknown_to_als",
+        "rows", "positives", "positives_found"}``.
+    """
+    views = train.scan(users, _TRAIN_COLUMNS).collect()
+    # Structure only (every watched pair), so that filtering removes everything the user has seen.
+    seen = build_confidence_matrix(views, model.user_ids, model.item_ids, "binary", threshold=-np.inf, alpha=0.0)
+    candidates, stats = recommend_candidates(
+        model, seen, users, n, catalogue=catalogue, filter_seen=True, fallback_items=fallback, num_threads=num_threads
+    )
+    carried = [c for c in _CARRIED if c in block.schema]
+    cells = block.scan(users, [Columns.user, Columns.item, *carried]).collect()
+    labelled = candidates.join(cells, on=[Columns.user, Columns.item], how="left", maintain_order="left")
+    found, total = _recall_counts(candidates, cells.filter(pl.col(Columns.label)))
+    counts = {key: int(stats[key]) for key in ("users", "users_unknown_to_als", "rows")}
+    return labelled, {**counts, "positives": total, "positives_found": found}
+
+
 def block_candidates(
-    model: AlsModel, train: pl.DataFrame, block: pl.DataFrame, n: int, *, num_threads: int = 2
+    model: AlsModel,
+    train: pl.DataFrame | UserRowIndex,
+    block: pl.DataFrame | UserRowIndex,
+    n: int,
+    *,
+    num_threads: int = 2,
+    client: Client | None = None,
+    n_partitions: int = 1,
+    fallback: np.ndarray | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Candidates for every user of an evaluation block, over the block's videos, with the block's labels.
 
@@ -284,35 +355,82 @@ def block_candidates(
     ``relevance``, ``watch_ratio`` and view ``date`` where the cell was observed (null otherwise),
     so the features stage can date them and the metrics can score them.
 
+    The block's users are served one user partition at a time (:func:`candidate_partition`, Dask
+    tasks with a ``client``), each reading only its users' training views; the popularity fallback
+    is counted once. The result is the same for any partitioning.
+
+    Parameters
+    ----------
+    model
+        The ALS model (broadcast once to the workers).
+    train, block
+        Training views and the block's cells: frames, or :class:`reco.compute.UserRowIndex` of
+        their files (read one partition at a time).
+    n
+        Candidates per user.
+    num_threads
+        Threads of implicit's top-k (the result does not depend on them).
+    client, n_partitions
+        Where the partitions run (``None``: in this process) and how many there are.
+    fallback
+        :func:`popularity_fallback` of ``train`` over the block's videos, when the caller has it.
+
     Returns
     -------
     frame, stats
         The candidate rows and ``{"n", "recall_at_<n>", "users", "catalogue_items", ...}``.
     """
-    users = np.unique(block[Columns.user].to_numpy()).astype(np.int32)
-    catalogue = np.unique(block[Columns.item].to_numpy()).astype(np.int32)
-    # Structure only (every watched pair), so that filtering removes everything the user has seen;
-    # only the block users' rows are read, so only their views are aggregated.
-    block_users_views = train.filter(pl.col(Columns.user).is_in(pl.Series(users).implode()))
-    seen = build_confidence_matrix(block_users_views, model.user_ids, model.item_ids, "binary", threshold=-np.inf, alpha=0.0)
-    candidates, stats = recommend_candidates(
-        model, seen, users, n, catalogue=catalogue, filter_seen=True,
-        fallback_items=popularity_fallback(train, catalogue), num_threads=num_threads,
-    )  # fmt: skip
-    carried = [c for c in (Columns.label, Columns.relevance, Columns.watch_ratio, Columns.date) if c in block.columns]
-    labelled = candidates.join(
-        block.select(Columns.user, Columns.item, *carried), on=[Columns.user, Columns.item], how="left", maintain_order="left"
+    train_rows = train if isinstance(train, UserRowIndex) else FrameRows(train)
+    block_rows = block if isinstance(block, UserRowIndex) else FrameRows(block)
+    users = block_rows.users.astype(np.int32)
+    catalogue = _block_catalogue(block)
+    if fallback is None:
+        fallback = popularity_fallback(_lazy(train), catalogue)
+    parts = map_user_partitions(
+        client,
+        candidate_partition,
+        users,
+        n_partitions,
+        broadcast={"train": train_rows, "block": block_rows, "model": model, "fallback": fallback},
+        catalogue=catalogue,
+        n=n,
+        num_threads=num_threads,
     )
-    recall = candidate_recall(candidates, block.filter(pl.col(Columns.label)))
+    frames = [frame for frame, _ in parts] or [pl.DataFrame(schema=CANDIDATE_SCHEMA)]
+    labelled = pl.concat(frames, how="vertical", rechunk=True)
+    counts = {key: sum(part[key] for _, part in parts) for key in ("users", "users_unknown_to_als", "rows")}
+    positives = sum(part["positives"] for _, part in parts)
+    if positives == 0:
+        raise ValueError("no positive pairs: candidate recall is undefined")
+    recall = sum(part["positives_found"] for _, part in parts) / positives
     summary = {
         "n": int(n),
         f"recall_at_{n}": round(recall, 6),
-        "block_users": int(len(users)),
-        "block_catalogue_items": int(len(catalogue)),
+        "block_users": len(users),
+        "block_catalogue_items": len(catalogue),
         "catalogue_items_unknown_to_als": int(np.sum(model.item_ids.index_of(catalogue) < 0)),
-        **{key: int(value) for key, value in stats.items()},
+        "users": counts["users"],
+        "users_unknown_to_als": counts["users_unknown_to_als"],
+        "rows": counts["rows"],
     }
     return labelled, summary
 
 
-__all__ = ["CANDIDATE_SCHEMA", "block_candidates", "candidate_recall", "popularity_fallback", "recommend_candidates"]
+def _lazy(rows: pl.DataFrame | UserRowIndex) -> pl.LazyFrame:
+    return rows.lazy() if isinstance(rows, pl.DataFrame) else pl.scan_parquet(rows.path)
+
+
+def _block_catalogue(block: pl.DataFrame | UserRowIndex) -> np.ndarray:
+    """The block's distinct videos, sorted (a streaming pass over a file)."""
+    items = _lazy(block).select(pl.col(Columns.item).unique()).collect(engine="streaming")
+    return np.unique(items[Columns.item].to_numpy()).astype(np.int32)
+
+
+__all__ = [
+    "CANDIDATE_SCHEMA",
+    "block_candidates",
+    "candidate_partition",
+    "candidate_recall",
+    "popularity_fallback",
+    "recommend_candidates",
+]

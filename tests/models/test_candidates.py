@@ -1,14 +1,25 @@
-"""Tests of reco.models.candidates: ALS top-N candidates, popularity fallback and candidate recall."""
+"""Tests of reco.models.candidates: ALS top-N candidates, popularity fallback, candidate recall, block partitions."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse
 
+from reco.compute import UserRowIndex
+from reco.io import write_parquet
 from reco.models.als import AlsModel, IdMap
-from reco.models.candidates import CANDIDATE_SCHEMA, candidate_recall, recommend_candidates
+from reco.models.candidates import (
+    CANDIDATE_SCHEMA,
+    RANK_COLUMN,
+    block_candidates,
+    candidate_recall,
+    popularity_fallback,
+    recommend_candidates,
+)
 from reco.schema import Columns
 
 N_USERS, N_ITEMS, FACTORS = 20, 50, 4
@@ -159,3 +170,52 @@ def test_candidate_recall_is_micro_averaged_over_distinct_pairs() -> None:
     assert candidate_recall(candidates, positives.head(1)) == 1.0
     with pytest.raises(ValueError, match="undefined"):
         candidate_recall(candidates, positives.head(0))
+
+
+# --- a block's candidates, one user partition at a time ------------------------------------------
+
+
+def block_world(model: AlsModel) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Training views (known and unknown users) and a block of cells over a third of the items."""
+    rng = np.random.default_rng(4)
+    train_users = np.concatenate([USER_IDS, [3, 5]])  # 3 and 5 are unknown to ALS
+    train = pl.DataFrame(
+        {
+            Columns.user: rng.choice(train_users, 600).astype(np.int32),
+            Columns.item: rng.choice(ITEM_IDS, 600).astype(np.int32),
+            Columns.watch_ratio: rng.gamma(1.0, 1.0, 600).astype(np.float32),
+        }
+    ).sort(Columns.user, maintain_order=True)
+    block_users, block_items = np.concatenate([USER_IDS[::2], [5, 7]]), ITEM_IDS[::3]  # 7 has no training view
+    cells = pl.DataFrame(
+        {
+            Columns.user: np.repeat(block_users, len(block_items)).astype(np.int32),
+            Columns.item: np.tile(block_items, len(block_users)).astype(np.int32),
+        }
+    ).with_columns(pl.Series(Columns.label, rng.random(len(block_users) * len(block_items)) < 0.3))
+    return train, cells
+
+
+def test_block_candidates_are_the_same_for_any_partitioning_in_memory_or_from_files(
+    model: AlsModel, tmp_path: Path
+) -> None:
+    train, cells = block_world(model)
+    expected, summary = block_candidates(model, train, cells, 6)
+    assert expected.select(Columns.user, RANK_COLUMN).equals(expected.select(Columns.user, RANK_COLUMN).sort(Columns.user, RANK_COLUMN))
+    assert summary["users"] == 12 and summary["users_unknown_to_als"] == 2
+    write_parquet(train, tmp_path / "train.parquet")
+    write_parquet(cells, tmp_path / "block.parquet")
+    files = UserRowIndex(tmp_path / "train.parquet"), UserRowIndex(tmp_path / "block.parquet")
+    for n_partitions in (3, 7):
+        for source in ((train, cells), files):
+            frame, stats = block_candidates(model, *source, 6, n_partitions=n_partitions)
+            assert frame.equals(expected) and stats == summary
+
+
+def test_popularity_fallback_reads_a_lazy_scan_like_a_frame(model: AlsModel, tmp_path: Path) -> None:
+    train, cells = block_world(model)
+    catalogue = np.unique(cells[Columns.item].to_numpy())
+    write_parquet(train, tmp_path / "train.parquet")
+    lazy = popularity_fallback(pl.scan_parquet(tmp_path / "train.parquet"), catalogue)
+    np.testing.assert_array_equal(lazy, popularity_fallback(train, catalogue))
+    assert sorted(lazy.tolist()) == catalogue.tolist()
