@@ -6,6 +6,10 @@ for the ranker's training rows, the block's videos for its candidates). Features
 the ALS model fitted on it, the static side tables and item_daily counters of days before each
 row's view date (before the cut at the latest under the temporal protocol): see
 ``reco.models.features`` for what a model may know.
+
+Bounded memory: PAIRS and HISTORY are read one user partition at a time (sliced lazy scans), and
+the table is written partition after partition (``reco.models.features.write_feature_table``);
+with ``compute.engine: dask`` the partitions run as Dask tasks, with the same output.
 """
 
 from __future__ import annotations
@@ -25,41 +29,43 @@ def main() -> None:
 
     import polars as pl
 
-    from reco.io import atomic_dir, write_parquet
+    from reco.compute import compute_client
+    from reco.io import atomic_dir
     from reco.models.als import load_als
-    from reco.models.features import build_feature_table
+    from reco.models.features import FeatureSources, scan_history_max_date, write_feature_table
     from reco.params import load_section
     from reco.schema import Columns, PreparedFiles
 
     pairs_path, history_path, als_dir, catalogue_path, out_dir = stage_args(
         USAGE, ["PAIRS", "HISTORY", "ALS_DIR", "CATALOGUE", "OUT_DIR"]
     )
-    features, label = load_section("features"), load_section("label")
+    features, label, compute = load_section("features"), load_section("label"), load_section("compute")
     split_summary = json.loads(SPLIT_SUMMARY_FILE.read_text(encoding="utf-8"))
-    pairs = pl.read_parquet(pairs_path)
-    history = pl.read_parquet(history_path)
     # Temporal protocol: nothing after the cut exists when the model serves.
     latest_serving_date = None
     if split_summary["protocol"] == "temporal":
-        latest_serving_date = history[Columns.date].max() + dt.timedelta(days=1)
-    model = load_als(als_dir)
-    label_columns = [c for c in (Columns.label, Columns.relevance, Columns.watch_ratio) if c in pairs.columns]
-    table = build_feature_table(
-        pairs,
-        history=history,
+        latest_serving_date = scan_history_max_date(history_path) + dt.timedelta(days=1)
+    catalogue = pl.scan_parquet(catalogue_path).select(pl.col(Columns.item).unique()).collect(engine="streaming")
+    sources = FeatureSources(
+        pairs=pairs_path,
+        history=history_path,
         users=pl.read_parquet(PREPARED_DIR / PreparedFiles.users),
         items=pl.read_parquet(PREPARED_DIR / PreparedFiles.items),
         item_daily=pl.read_parquet(PREPARED_DIR / PreparedFiles.item_daily),
-        als_model=model,
-        catalogue=pl.read_parquet(catalogue_path, columns=[Columns.item])[Columns.item].unique().to_numpy(),
-        threshold=label.threshold,
-        smoothing=features.popularity_smoothing,
-        daily_window_days=features.daily_window_days,
-        label_columns=label_columns,
-        latest_serving_date=latest_serving_date,
+        als_model=load_als(als_dir),
+        catalogue=catalogue[Columns.item].to_numpy(),
     )
-    with atomic_dir(out_dir) as tmp:
-        write_parquet(table.frame, tmp / "table.parquet")
+    with atomic_dir(out_dir) as tmp, compute_client(compute) as client:
+        table = write_feature_table(
+            sources,
+            tmp / "table.parquet",
+            threshold=label.threshold,
+            smoothing=features.popularity_smoothing,
+            daily_window_days=features.daily_window_days,
+            compute=compute,
+            client=client,
+            latest_serving_date=latest_serving_date,
+        )
         spec = {
             "features": table.features,
             "categorical": table.categorical,

@@ -2,6 +2,11 @@
 
 ``compute.engine: local`` fits in this process; ``dask`` with LightGBM's distributed training on
 a Dask cluster (:mod:`reco.models.ranker_dask`); both save the same LightGBM text format.
+
+Bounded memory: the training table (one row per labelled view, several GB at scale) is never
+loaded whole. It is read one user partition at a time, keeping only the rows the ranker learns
+from (the sampled users' candidate-like rows, :func:`reco.models.features.ranker_training_table`),
+so the fit sees exactly the rows it would see in the whole table: the same model.
 """
 
 from __future__ import annotations
@@ -19,21 +24,30 @@ SUMMARY_FILE = Path("metrics/ranker_training.json")
 def main() -> None:
     import json
 
-    import polars as pl
+    import numpy as np
 
+    from reco.compute import UserRowIndex, compute_client
     from reco.io import write_json
-    from reco.models.ranker import save_ranker, train_ranker
+    from reco.models.features import ranker_training_table
+    from reco.models.ranker import sample_users, save_ranker, train_ranker
     from reco.params import load_section
 
     params, compute = load_section("ranker"), load_section("compute")
     spec = json.loads((FEATURES_DIR / "features.json").read_text(encoding="utf-8"))
-    table = pl.read_parquet(FEATURES_DIR / "table.parquet")
-    if compute.engine == "dask":
-        from reco.models.ranker_dask import train_ranker_dask
+    index = UserRowIndex(FEATURES_DIR / "table.parquet")
+    # the users prepare_training_parts draws from the whole table (it draws them again, the same)
+    train_users, valid_users = sample_users(index.users, params.train_users, params.valid_fraction, params.seed)
+    chosen = np.union1d(train_users, valid_users)
+    with compute_client(compute) as client:
+        table = ranker_training_table(index, chosen, params.candidate_rank_pct, compute=compute, client=client)
+        if client is not None:
+            from reco.models.ranker_dask import train_ranker_dask
 
-        ranker = train_ranker_dask(table, spec["features"], spec["categorical"], params, compute)
-    else:
-        ranker = train_ranker(table, spec["features"], spec["categorical"], params)
+            ranker = train_ranker_dask(table, spec["features"], spec["categorical"], params, compute, client=client)
+        else:
+            ranker = train_ranker(table, spec["features"], spec["categorical"], params)
+    # The ranker saw the reduced table; the labelled rows are those of the whole table.
+    ranker.summary["labelled_rows"] = index.n_rows
     save_ranker(ranker, MODEL_DIR)
     write_json(ranker.curve, PLOTS_DIR / "ranker_validation.json")
     write_json(ranker.importance, PLOTS_DIR / "feature_importance.json")

@@ -46,22 +46,65 @@ user taste beyond the video's own appeal
 
 Rates are smoothed toward a global rate with ``features.popularity_smoothing`` pseudo-views so that
 rare users and videos do not get extreme values.
+
+Bounded memory and the compute engine
+-------------------------------------
+A feature table is built in two parts, each a function of the views of one *user partition*
+(contiguous user-id ranges, :func:`reco.compute.user_partitions`), so memory is bounded by a
+partition, not by the logged views, and ``compute.engine: dask`` runs the very same functions as
+Dask tasks:
+
+1. **Global quantities** (:func:`history_stats`): per video the number of views, of positive
+   views and the sum of log watch ratios, and the history-wide rates. Each history partition
+   gives integer partial counts and exact fixed-point sums (:func:`reco.compute.exact_units`),
+   combined by :func:`reco.compute.tree_reduce`; integer sums are the same in any order, so the
+   result does not depend on the partitioning or the engine.
+2. **Per-pair features** (:func:`feature_partition`): the pairs of the partition's users and their
+   history rows, read with a sliced lazy scan (:class:`reco.compute.UserRowIndex`), joined with
+   the global tables, which every partition receives once (:class:`FeatureContext`, broadcast to
+   the workers with the ALS model).
+
+Every per-user float aggregate (means and sums of log watch ratios and residuals) is an exact sum
+too, so a user's features are the same whichever other users share the partition; the output is
+the same bytes for any ``compute.user_partitions`` and either engine. :func:`write_feature_table`
+streams the partitions into one parquet file (:func:`reco.compute.write_parquet_partitions`);
+:func:`build_feature_table` is the in-memory form of the same computation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import scipy.sparse
 
 from reco import portable_math
+from reco.compute import (
+    FrameRows,
+    UserRowIndex,
+    exact_mean,
+    exact_sum,
+    exact_units,
+    from_units,
+    iter_user_partitions,
+    map_user_partitions,
+    partition_count,
+    tree_reduce,
+    write_parquet_partitions,
+)
 from reco.data.labels import labelled_ratio
+from reco.errors import InputDataError
 from reco.models.als import AlsModel, item_scores
+from reco.params import ComputeParams
 from reco.schema import Columns
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 # Fixed, log-spaced duration bucket edges in milliseconds (not fitted, so they carry no data).
 DURATION_EDGES_MS: tuple[int, ...] = (5_000, 8_000, 12_000, 20_000, 35_000, 60_000, 120_000)
@@ -77,9 +120,15 @@ USER_PROFILE_NUMERIC: tuple[str, ...] = (
     *(f"onehot_feat{i}" for i in range(18)),
 )
 CATEGORICAL_FEATURES: tuple[str, ...] = ("user_active_degree", "primary_tag", "duration_bucket")
+AFFINITY_FEATURES: tuple[str, ...] = (
+    "ux_tag_pos_rate", "ux_tag_view_share", "ux_duration_pos_rate", "u_lwr_resid", "u_pos_resid",
+    "ux_tag_lwr_resid", "ux_tag_lwr_resid_max",
+)  # fmt: skip
 
 PAIR = [Columns.user, Columns.item]
+ROW = "_row"  # the pair's row in its input: the output keeps that order
 _LOG_EPS = 0.01  # watch ratios can be 0; log(wr + eps) keeps the mean finite
+_SERVING = "_serving_date"
 
 
 @dataclass(frozen=True)
@@ -103,74 +152,37 @@ def _smoothed(positives: pl.Expr, views: pl.Expr, prior: pl.Expr | float, streng
     return (positives + strength * prior) / (views + strength)
 
 
-def _portable_log1p(column: str) -> pl.Expr:
-    """``log(1 + x)`` of a column through :mod:`reco.portable_math` (the same bits on every CPU).
+def _portable_log(values: pl.Expr) -> pl.Expr:
+    """``log`` of a float64 expression through :mod:`reco.portable_math` (the same bits on every CPU).
 
     polars' ``log``/``log1p`` call the platform's libm, whose last bit differs between CPU
     families (FMA and non-FMA code, x86 and ARM builds); a feature value that moves by one bit
-    can land in another LightGBM bin.
+    can land in another LightGBM bin. Elementwise, so it streams.
     """
-    return pl.col(column).map_batches(
-        lambda s: pl.Series(s.name, portable_math.log(s.cast(pl.Float64).to_numpy() + 1.0)), return_dtype=pl.Float64
+    return values.map_batches(
+        lambda s: pl.Series(s.name, portable_math.log(s.to_numpy())), return_dtype=pl.Float64, is_elementwise=True
     )
 
 
-def _history_with_marks(history: pl.DataFrame, threshold: float) -> pl.LazyFrame:
-    log_wr = portable_math.log(history[Columns.watch_ratio].cast(pl.Float64).to_numpy() + _LOG_EPS)
+def _portable_log1p(column: str) -> pl.Expr:
+    """``log(1 + x)`` of a column through :mod:`reco.portable_math`."""
+    return _portable_log(pl.col(column).cast(pl.Float64) + 1.0)
+
+
+def _history_with_marks(history: pl.DataFrame | pl.LazyFrame, threshold: float) -> pl.LazyFrame:
+    """Each view with ``_pos`` (1.0 for a positive label, else 0.0) and ``_log_wr`` (log watch ratio)."""
+    names = history.collect_schema().names()
     return history.lazy().select(
-        Columns.user,
-        Columns.item,
-        Columns.play_duration,
-        # Float64 for every aggregate: polars' parallel group-by may sum in a different order run to
-        # run; in float64 that moves only bits that the final float32 cast drops (byte-identical output).
+        *(c for c in (Columns.user, Columns.item, Columns.play_duration) if c in names),
         (labelled_ratio(history) > threshold).cast(pl.Float64).alias("_pos"),
-        pl.lit(pl.Series("_log_wr", log_wr)),
+        _portable_log(pl.col(Columns.watch_ratio).cast(pl.Float64) + _LOG_EPS).alias("_log_wr"),
     )
 
 
-def user_history_features(history: pl.DataFrame, threshold: float, smoothing: float) -> pl.DataFrame:
-    """Per-user aggregates of the history: views, smoothed positive rate, log watch ratio, seconds."""
-    marked = _history_with_marks(history, threshold)
-    global_rate = marked.select(pl.col("_pos").mean()).collect().item()
-    return (
-        marked.group_by(Columns.user)
-        .agg(
-            pl.len().alias("u_views"),
-            pl.col("_pos").sum().alias("_pos_sum"),
-            pl.col("_log_wr").mean().alias("u_log_wr_mean"),
-            (pl.col(Columns.play_duration).median() / 1000.0).alias("u_play_s_median"),
-        )
-        .with_columns(
-            _smoothed(pl.col("_pos_sum"), pl.col("u_views"), global_rate, smoothing).alias("u_pos_rate"),
-            _portable_log1p("u_views").alias("u_views"),
-        )
-        .drop("_pos_sum")
-        .sort(Columns.user)
-        .collect()
-    )
-
-
-def item_history_features(history: pl.DataFrame, threshold: float, smoothing: float) -> pl.DataFrame:
-    """Per-video aggregates of the history (popularity and smoothed positive rate)."""
-    marked = _history_with_marks(history, threshold)
-    global_rate = marked.select(pl.col("_pos").mean()).collect().item()
-    global_log = marked.select(pl.col("_log_wr").mean()).collect().item()
-    return (
-        marked.group_by(Columns.item)
-        .agg(
-            pl.len().alias("i_views"),
-            pl.col("_pos").sum().alias("_pos_sum"),
-            pl.col("_log_wr").sum().alias("_log_sum"),
-        )
-        .with_columns(
-            _smoothed(pl.col("_pos_sum"), pl.col("i_views"), global_rate, smoothing).alias("i_pos_rate"),
-            _smoothed(pl.col("_log_sum"), pl.col("i_views"), global_log, smoothing).alias("i_log_wr_mean"),
-            _portable_log1p("i_views").alias("i_views"),
-        )
-        .drop("_pos_sum", "_log_sum")
-        .sort(Columns.item)
-        .collect()
-    )
+def history_columns(schema: pl.Schema) -> list[str]:
+    """The history columns the features read (``label_ratio`` when split wrote it)."""
+    wanted = (Columns.user, Columns.item, Columns.play_duration, Columns.watch_ratio, Columns.label_ratio)
+    return [c for c in wanted if c in schema]
 
 
 DAILY_FEATURES: tuple[str, ...] = (
@@ -231,32 +243,151 @@ def item_daily_window_features(item_daily: pl.DataFrame, window_days: int) -> pl
     )
 
 
-def user_affinity_features(
-    history: pl.DataFrame, items: pl.DataFrame, pairs: pl.DataFrame, threshold: float, smoothing: float
-) -> pl.DataFrame:
-    """Per pair: the user's affinity to the video's tags and duration bucket, and the taste residuals.
+# ------------------------------------------------------------------------------------------------
+# Global quantities: per-video counts and sums of the whole history (exact partials, tree-reduced)
+# ------------------------------------------------------------------------------------------------
+
+_ITEM_PARTIAL_SCHEMA = pl.Schema({Columns.item: pl.Int32, "n": pl.Int64, "pos": pl.Int64, "log_units": pl.Int128})
+
+
+def item_partials(views: pl.DataFrame | pl.LazyFrame, threshold: float) -> pl.DataFrame:
+    """Per video of ``views``: views ``n``, positive views ``pos`` and the log watch ratios' sum in exact units.
+
+    Examples
+    --------
+    >>> views = pl.DataFrame({"video_id": [3, 3, 4], "watch_ratio": [2.5, 0.5, 1.0]})
+    >>> item_partials(views, 2.0).select("video_id", "n", "pos").rows()
+    [(3, 2, 1), (4, 1, 0)]
+    """
+    return (
+        _history_with_marks(views, threshold)
+        .group_by(Columns.item)
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            pl.col("_pos").sum().cast(pl.Int64).alias("pos"),
+            exact_units(pl.col("_log_wr")).sum().alias("log_units"),
+        )
+        .select(pl.col(Columns.item).cast(pl.Int32), "n", "pos", "log_units")
+        .sort(Columns.item)
+        .collect()
+    )
+
+
+def combine_item_partials(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
+    """Two :func:`item_partials` tables added up (integers: exact, in any order)."""
+    return (
+        pl.concat([left, right])
+        .group_by(Columns.item)
+        .agg(pl.col("n").sum(), pl.col("pos").sum(), pl.col("log_units").sum())
+        .sort(Columns.item)
+    )
+
+
+def history_item_partials(users: np.ndarray, *, history: UserRowIndex, threshold: float) -> pl.DataFrame:
+    """:func:`item_partials` of the history rows of one user partition (a Dask task, or called in-process)."""
+    columns = [c for c in (Columns.item, Columns.watch_ratio, Columns.label_ratio) if c in history.schema]
+    return item_partials(history.scan(users, columns).collect(), threshold)
+
+
+@dataclass(frozen=True)
+class HistoryStats:
+    """The per-video totals of a history and its global rates (what every partition must agree on).
+
+    Attributes
+    ----------
+    items
+        One row per video of the history: ``n`` views, ``pos`` positive views (Int64) and
+        ``log_units`` (the log watch ratios' exact sum, :func:`reco.compute.exact_units`), by video id.
+    views, positives
+        Totals over the history.
+    global_rate
+        Share of positive views.
+    global_log
+        Mean log watch ratio (correctly rounded).
+    """
+
+    items: pl.DataFrame
+    views: int
+    positives: int
+    global_rate: float
+    global_log: float
+
+    @classmethod
+    def from_partials(cls, items: pl.DataFrame) -> HistoryStats:
+        views, positives = int(items["n"].sum()), int(items["pos"].sum())
+        total_units = items.select(pl.col("log_units").sum()).item()
+        if views == 0:
+            return cls(items, 0, 0, float("nan"), float("nan"))
+        return cls(items, views, positives, positives / views, (int(total_units) / 2.0**64) / views)
+
+
+def history_stats(
+    history: UserRowIndex, threshold: float, *, client: Client | None = None, n_partitions: int = 1
+) -> HistoryStats:
+    """:class:`HistoryStats` of a history: per-partition :func:`item_partials` combined by tree reduction.
+
+    Examples
+    --------
+    >>> views = pl.DataFrame({"user_id": [1, 2, 2], "video_id": [3, 3, 4], "watch_ratio": [2.5, 0.5, 1.0]})
+    >>> stats = history_stats(FrameRows(views), 2.0, n_partitions=2)
+    >>> stats.views, stats.positives, round(stats.global_rate, 4)
+    (3, 1, 0.3333)
+    """
+    partials = map_user_partitions(
+        client, history_item_partials, history.users, n_partitions, broadcast={"history": history}, threshold=threshold
+    )
+    if not partials:
+        return HistoryStats.from_partials(_ITEM_PARTIAL_SCHEMA.to_frame())
+    return HistoryStats.from_partials(tree_reduce(partials, combine_item_partials))
+
+
+def _item_history_frame(stats: HistoryStats, smoothing: float) -> pl.DataFrame:
+    """Per video: the item history features and the means the residuals subtract."""
+    n = pl.col("n")
+    log_mean = _smoothed(from_units(pl.col("log_units")), n, stats.global_log, smoothing)
+    return stats.items.lazy().select(
+        Columns.item,
+        _portable_log1p("n").alias("i_views"),
+        _smoothed(pl.col("pos"), n, stats.global_rate, smoothing).alias("i_pos_rate"),
+        log_mean.alias("i_log_wr_mean"),
+        (pl.col("pos") / n).alias("_item_pos"),
+        log_mean.alias("_item_log"),
+    ).collect()
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-user groups (run on the history rows of one user partition)
+# ------------------------------------------------------------------------------------------------
+
+
+def _user_history(marked: pl.LazyFrame, global_rate: float, smoothing: float) -> pl.LazyFrame:
+    """Per user: views, smoothed positive rate, mean log watch ratio, median seconds watched."""
+    return (
+        marked.group_by(Columns.user)
+        .agg(
+            pl.len().alias("u_views"),
+            pl.col("_pos").sum().alias("_pos_sum"),
+            exact_mean(pl.col("_log_wr")).alias("u_log_wr_mean"),
+            (pl.col(Columns.play_duration).median() / 1000.0).alias("u_play_s_median"),
+        )
+        .with_columns(
+            _smoothed(pl.col("_pos_sum"), pl.col("u_views"), global_rate, smoothing).alias("u_pos_rate"),
+            _portable_log1p("u_views").alias("u_views"),
+        )
+        .drop("_pos_sum")
+        .sort(Columns.user)
+    )
+
+
+def _affinity(
+    marked: pl.LazyFrame, pairs: pl.LazyFrame, item_means: pl.LazyFrame, item_keys: pl.LazyFrame, smoothing: float
+) -> pl.LazyFrame:
+    """Per pair row (``_row``): the user's tag and duration affinity and the taste residuals.
 
     One pass over the history exploded by tag serves both the tag rates and the tag residuals, and
-    one explode of the pairs serves every per-tag feature (see the module docstring for their
-    meaning). Rates are smoothed toward the user's own rate, residuals toward the user's own
-    residual, with ``smoothing`` pseudo-views.
-
-    Returns
-    -------
-    polars.DataFrame
-        One row per pair of ``pairs`` (same order): ``ux_tag_pos_rate``, ``ux_tag_view_share``,
-        ``ux_duration_pos_rate``, ``u_lwr_resid``, ``u_pos_resid``, ``ux_tag_lwr_resid``,
-        ``ux_tag_lwr_resid_max`` (float32; null for users without history).
+    one explode of the pairs serves every per-tag feature. Rates are smoothed toward the user's own
+    rate, residuals toward the user's own residual, with ``smoothing`` pseudo-views.
     """
-    item_keys = items.lazy().select(
-        Columns.item, Columns.tags, duration_bucket(pl.col(Columns.video_duration)).alias("duration_bucket")
-    )
-    marked = _history_with_marks(history, threshold)
-    global_log = marked.select(pl.col("_log_wr").mean()).collect().item()
-    item_means = marked.group_by(Columns.item).agg(
-        pl.col("_pos").mean().alias("_item_pos"),
-        _smoothed(pl.col("_log_wr").sum(), pl.len(), global_log, smoothing).alias("_item_log"),
-    )
     views = (
         marked.join(item_means, on=Columns.item, how="left")
         .join(item_keys, on=Columns.item, how="left")
@@ -266,24 +397,24 @@ def user_affinity_features(
         )
     )
     by_user = views.group_by(Columns.user).agg(
-        pl.col("_pos").mean().alias("_user_rate"),
+        (pl.col("_pos").sum() / pl.len()).alias("_user_rate"),
         pl.len().alias("_user_n"),
-        pl.col("_res").mean().alias("u_lwr_resid"),
-        pl.col("_pos_res").mean().alias("u_pos_resid"),
+        exact_mean(pl.col("_res")).alias("u_lwr_resid"),
+        exact_mean(pl.col("_pos_res")).alias("u_pos_resid"),
     )
     by_tag = (
         views.select(Columns.user, Columns.tags, "_pos", "_res")
         .explode(Columns.tags)
         .group_by(Columns.user, Columns.tags)
-        .agg(pl.col("_pos").sum().alias("_tag_pos"), pl.len().alias("_tag_n"), pl.col("_res").sum().alias("_tag_res"))
+        .agg(pl.col("_pos").sum().alias("_tag_pos"), pl.len().alias("_tag_n"), exact_sum(pl.col("_res")).alias("_tag_res"))
     )
     by_bucket = views.group_by(Columns.user, "duration_bucket").agg(
         pl.col("_pos").sum().alias("_bucket_pos"), pl.len().alias("_bucket_n")
     )
-    pair_keys = pairs.lazy().select(PAIR).join(item_keys, on=Columns.item, how="left")
+    pair_keys = pairs.select(ROW, *PAIR).join(item_keys, on=Columns.item, how="left", maintain_order="left")
     tag_n = pl.col("_tag_n").fill_null(0)
     per_tag = (
-        pair_keys.select(*PAIR, Columns.tags)
+        pair_keys.select(ROW, Columns.user, Columns.tags)
         .explode(Columns.tags)
         .join(by_tag, on=[Columns.user, Columns.tags], how="left")
         .join(by_user, on=Columns.user, how="left")
@@ -292,36 +423,80 @@ def user_affinity_features(
             (tag_n / pl.col("_user_n")).alias("_tag_share"),
             _smoothed(pl.col("_tag_res").fill_null(0), tag_n, pl.col("u_lwr_resid"), smoothing).alias("_tag_resid"),
         )
-        .group_by(PAIR)
+        .group_by(ROW)
         .agg(
-            pl.col("_tag_rate").mean().alias("ux_tag_pos_rate"),
+            exact_mean(pl.col("_tag_rate")).alias("ux_tag_pos_rate"),
             pl.col("_tag_share").max().alias("ux_tag_view_share"),
-            pl.col("_tag_resid").mean().alias("ux_tag_lwr_resid"),
+            exact_mean(pl.col("_tag_resid")).alias("ux_tag_lwr_resid"),
             pl.col("_tag_resid").max().alias("ux_tag_lwr_resid_max"),
         )
     )
     per_bucket = (
-        pair_keys.select(*PAIR, "duration_bucket")
+        pair_keys.select(ROW, Columns.user, "duration_bucket")
         .join(by_bucket, on=[Columns.user, "duration_bucket"], how="left")
         .join(by_user, on=Columns.user, how="left")
         .select(
-            *PAIR,
+            ROW,
             _smoothed(
                 pl.col("_bucket_pos").fill_null(0), pl.col("_bucket_n").fill_null(0), pl.col("_user_rate"), smoothing
             ).alias("ux_duration_pos_rate"),
         )
     )
-    columns = ["ux_tag_pos_rate", "ux_tag_view_share", "ux_duration_pos_rate", "u_lwr_resid", "u_pos_resid",
-               "ux_tag_lwr_resid", "ux_tag_lwr_resid_max"]  # fmt: skip
     return (
-        pairs.lazy()
-        .select(PAIR)
-        .join(per_tag, on=PAIR, how="left", maintain_order="left")
-        .join(per_bucket, on=PAIR, how="left", maintain_order="left")
+        pairs.select(ROW, Columns.user)
+        .join(per_tag, on=ROW, how="left", maintain_order="left")
+        .join(per_bucket, on=ROW, how="left", maintain_order="left")
         .join(by_user.select(Columns.user, "u_lwr_resid", "u_pos_resid"), on=Columns.user, how="left", maintain_order="left")
-        .select(*PAIR, *(pl.col(c).cast(pl.Float32) for c in columns))
-        .collect()
+        .select(ROW, *(pl.col(c).cast(pl.Float32) for c in AFFINITY_FEATURES))
     )
+
+
+def _item_keys(items: pl.DataFrame) -> pl.DataFrame:
+    return items.select(
+        Columns.item, Columns.tags, duration_bucket(pl.col(Columns.video_duration)).alias("duration_bucket")
+    )
+
+
+def user_history_features(history: pl.DataFrame, threshold: float, smoothing: float) -> pl.DataFrame:
+    """Per-user aggregates of the history: views, smoothed positive rate, log watch ratio, seconds."""
+    stats = HistoryStats.from_partials(item_partials(history, threshold))
+    return _user_history(_history_with_marks(history, threshold), stats.global_rate, smoothing).collect()
+
+
+def item_history_features(history: pl.DataFrame, threshold: float, smoothing: float) -> pl.DataFrame:
+    """Per-video aggregates of the history (popularity and smoothed positive rate)."""
+    stats = HistoryStats.from_partials(item_partials(history, threshold))
+    return _item_history_frame(stats, smoothing).select(Columns.item, "i_views", "i_pos_rate", "i_log_wr_mean")
+
+
+def user_affinity_features(
+    history: pl.DataFrame, items: pl.DataFrame, pairs: pl.DataFrame, threshold: float, smoothing: float
+) -> pl.DataFrame:
+    """Per pair: the user's affinity to the video's tags and duration bucket, and the taste residuals.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per row of ``pairs`` (same order): ``ux_tag_pos_rate``, ``ux_tag_view_share``,
+        ``ux_duration_pos_rate``, ``u_lwr_resid``, ``u_pos_resid``, ``ux_tag_lwr_resid``,
+        ``ux_tag_lwr_resid_max`` (float32; null for users without history).
+    """
+    stats = HistoryStats.from_partials(item_partials(history, threshold))
+    item_frame = _item_history_frame(stats, smoothing)
+    rows = pairs.lazy().select(PAIR).with_row_index(ROW)
+    affinity = _affinity(
+        _history_with_marks(history, threshold),
+        rows,
+        item_frame.lazy().select(Columns.item, "_item_pos", "_item_log"),
+        _item_keys(items).lazy(),
+        smoothing,
+    )
+    return rows.join(affinity, on=ROW, how="left", maintain_order="left").drop(ROW).collect()
+
+
+# ------------------------------------------------------------------------------------------------
+# ALS pair features
+# ------------------------------------------------------------------------------------------------
 
 
 def seen_matrix(model: AlsModel, history: pl.DataFrame) -> scipy.sparse.csr_matrix:
@@ -336,6 +511,13 @@ def seen_matrix(model: AlsModel, history: pl.DataFrame) -> scipy.sparse.csr_matr
     )
     matrix.sort_indices()
     return matrix
+
+
+def _order_keys(scores: np.ndarray) -> np.ndarray:
+    """Order-preserving uint64 keys of float32 scores (``-0.0`` as ``+0.0``; NaN not allowed)."""
+    bits = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
+    negative = (bits >> np.uint32(31)).astype(bool)
+    return np.where(negative, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
 
 
 def als_pair_features(
@@ -353,6 +535,9 @@ def als_pair_features(
     to ALS), exactly as the candidates stage leaves them out of its list: a candidate at rank r
     of the block's unwatched videos has ``als_rank_pct = r / n_unwatched``, and a training row
     gets the same quantity over the whole catalogue. Unknown users/items give null.
+
+    Each user's ranks depend on that user's scores only (integer sort keys, not float offsets),
+    so the result is the same whichever users share a chunk or a partition.
     """
     users = pairs[Columns.user].to_numpy()
     items = pairs[Columns.item].to_numpy()
@@ -369,31 +554,31 @@ def als_pair_features(
         chunk = unique_users[chunk_start : chunk_start + chunk_users]
         lo, hi = bounds[chunk_start], bounds[min(chunk_start + chunk_users, len(unique_users))]
         rows = order[lo:hi]
-        matrix = item_scores(model, chunk, catalogue)  # (len(chunk), n_catalogue), NaN for unknown
+        matrix = item_scores(model, chunk, catalogue)  # (len(chunk), n_catalogue) float32, NaN for unknown
         row_of = np.searchsorted(chunk, users[rows])
         cols = pos_of_item[rows]
         known = cols >= 0
         pair_scores = np.full(len(rows), np.nan, dtype=np.float32)
         pair_scores[known] = matrix[row_of[known], cols[known]]
-        filled = matrix.astype(np.float64)  # NaN: unknown to ALS, left out like a watched video
+        ranked = np.isfinite(matrix)  # NaN: unknown to ALS, left out like a watched video
         if seen is not None:  # watched videos leave the ranking (and its denominator)
             model_rows = model.user_ids.index_of(chunk)
             known_rows, known_cols = np.flatnonzero(model_rows >= 0), np.flatnonzero(catalogue_cols >= 0)
             if known_rows.size and known_cols.size:
                 watched = seen[model_rows[known_rows]][:, catalogue_cols[known_cols]].toarray() > 0
-                block = filled[np.ix_(known_rows, known_cols)]
-                block[watched] = np.nan
-                filled[np.ix_(known_rows, known_cols)] = block
-        finite = np.isfinite(filled)
-        available = finite.sum(axis=1)
-        # Rank by sorted rows + one flattened searchsorted: offset each row so rows never interleave.
-        span = np.abs(filled[finite]).max() * 4 + 1 if finite.any() else 1.0
-        offsets = np.arange(len(chunk), dtype=np.float64)[:, None] * span
-        sorted_rows = np.sort(np.where(finite, filled, -span / 2), axis=1) + offsets  # left-out ones sort last
-        ok = known & ~np.isnan(pair_scores)
-        keys = pair_scores[ok].astype(np.float64) + offsets[row_of[ok], 0]
+                block = ranked[np.ix_(known_rows, known_cols)]
+                block[watched] = False
+                ranked[np.ix_(known_rows, known_cols)] = block
+        available = ranked.sum(axis=1)
+        # Rank by sorted rows + one flattened searchsorted: each row's keys carry the row number in
+        # their high 32 bits (exact integers), left-out entries sort first within their row.
         n_cat = matrix.shape[1]
-        higher = (row_of[ok] + 1) * n_cat - np.searchsorted(sorted_rows.ravel(), keys, side="right")
+        row_bits = np.arange(len(chunk), dtype=np.uint64)[:, None] << np.uint64(32)
+        keys = np.where(ranked, _order_keys(np.where(ranked, matrix, 0.0)), np.uint64(0))
+        sorted_keys = (np.sort(keys, axis=1) | row_bits).ravel()
+        ok = known & ~np.isnan(pair_scores)
+        pair_keys = _order_keys(pair_scores[ok]) | (row_of[ok].astype(np.uint64) << np.uint64(32))
+        higher = (row_of[ok] + 1) * n_cat - np.searchsorted(sorted_keys, pair_keys, side="right")
         pair_ranks = np.full(len(rows), np.nan, dtype=np.float32)
         pair_ranks[ok] = (higher + 1) / np.maximum(available[row_of[ok]], 1)
         score[rows] = pair_scores
@@ -409,10 +594,50 @@ def als_pair_features(
     )
 
 
-def build_feature_table(
-    pairs: pl.DataFrame,
+# ------------------------------------------------------------------------------------------------
+# The whole table: global context once, then one function per user partition
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureContext:
+    """What every partition of a feature table reads: computed once, broadcast to the workers once.
+
+    Attributes
+    ----------
+    user_profile, item_static, item_history, item_keys, item_means, daily
+        Per-user and per-video tables (the daily one per video and serving date).
+    als_model, catalogue
+        The ALS model and the videos its rank percentile is taken over.
+    global_rate
+        The history's positive rate (the prior of the users' smoothed rates).
+    threshold, smoothing
+        ``label.threshold`` and ``features.popularity_smoothing``.
+    label_columns
+        Pair columns carried through untouched.
+    latest_serving_date
+        ``temporal`` protocol: the day after the cut (see :func:`build_feature_table`).
+    """
+
+    user_profile: pl.DataFrame
+    item_static: pl.DataFrame
+    item_history: pl.DataFrame
+    item_keys: pl.DataFrame
+    item_means: pl.DataFrame
+    daily: pl.DataFrame
+    als_model: AlsModel
+    catalogue: np.ndarray
+    global_rate: float
+    threshold: float
+    smoothing: float
+    label_columns: tuple[str, ...] = ()
+    latest_serving_date: dt.date | None = None
+    history_columns: tuple[str, ...] = field(default=())
+
+
+def feature_context(
+    stats: HistoryStats,
     *,
-    history: pl.DataFrame,
     users: pl.DataFrame,
     items: pl.DataFrame,
     item_daily: pl.DataFrame,
@@ -423,8 +648,119 @@ def build_feature_table(
     daily_window_days: int,
     label_columns: Sequence[str] = (),
     latest_serving_date: dt.date | None = None,
+    history_columns: Sequence[str] = (),
+) -> FeatureContext:
+    """The :class:`FeatureContext` of a history's :class:`HistoryStats` and the side tables."""
+    item_frame = _item_history_frame(stats, smoothing)
+    return FeatureContext(
+        user_profile=users.select(
+            Columns.user,
+            pl.col(Columns.user_active_degree).to_physical().cast(pl.Int16).alias("user_active_degree"),
+            *(pl.col(c).cast(pl.Float32) for c in USER_PROFILE_NUMERIC),
+        ),
+        item_static=items.select(
+            Columns.item,
+            (pl.col(Columns.video_duration) / 1000.0).cast(pl.Float32).alias("duration_s"),
+            duration_bucket(pl.col(Columns.video_duration)).alias("duration_bucket"),
+            pl.col("n_tags").cast(pl.Float32),
+            pl.col(Columns.tags).list.first().cast(pl.Int16).alias("primary_tag"),
+        ),
+        item_history=item_frame.select(Columns.item, "i_views", "i_pos_rate", "i_log_wr_mean"),
+        item_keys=_item_keys(items),
+        item_means=item_frame.select(Columns.item, "_item_pos", "_item_log"),
+        daily=item_daily_window_features(item_daily, daily_window_days).rename({Columns.date: _SERVING}),
+        als_model=als_model,
+        catalogue=np.unique(np.asarray(catalogue, dtype=np.int32)),
+        global_rate=stats.global_rate,
+        threshold=threshold,
+        smoothing=smoothing,
+        label_columns=tuple(label_columns),
+        latest_serving_date=latest_serving_date,
+        history_columns=tuple(history_columns),
+    )
+
+
+def describe_pairs(pairs: pl.DataFrame, history: pl.DataFrame, context: FeatureContext) -> pl.DataFrame:
+    """Every feature of ``pairs`` (with a ``_row`` column) from their users' ``history`` rows.
+
+    ``history`` must hold every history row of the pairs' users (other users' rows change
+    nothing); the result has ``_row``, the pair, the label columns and the features, in the
+    order of ``pairs``.
+    """
+    serving = pl.col(Columns.date)
+    if context.latest_serving_date is not None:
+        serving = pl.min_horizontal(serving, pl.lit(context.latest_serving_date))
+    base = pairs.lazy().select(ROW, *PAIR, *context.label_columns, serving.alias(_SERVING))
+    marked = _history_with_marks(history, context.threshold)
+    affinity = _affinity(
+        marked, base.select(ROW, *PAIR), context.item_means.lazy(), context.item_keys.lazy(), context.smoothing
+    )
+    als = als_pair_features(
+        context.als_model, pairs.select(PAIR), context.catalogue, seen=seen_matrix(context.als_model, history)
+    )
+    frame = (
+        base.join(context.user_profile.lazy(), on=Columns.user, how="left", maintain_order="left")
+        .join(_user_history(marked, context.global_rate, context.smoothing), on=Columns.user, how="left", maintain_order="left")
+        .join(context.item_static.lazy(), on=Columns.item, how="left", maintain_order="left")
+        .join(context.item_history.lazy(), on=Columns.item, how="left", maintain_order="left")
+        .join(context.daily.lazy(), on=[Columns.item, _SERVING], how="left", maintain_order="left")
+        .join(affinity, on=ROW, how="left", maintain_order="left")
+        .collect()
+        .hstack(als.select("als_score", "als_rank_pct"))  # als_pair_features keeps the row order
+        .with_columns(
+            (pl.col("u_play_s_median") / pl.col("duration_s")).cast(pl.Float32).alias("ux_expected_watch_ratio")
+        )
+        .drop(_SERVING)
+    )
+    features = _feature_names(frame.columns, context.label_columns)
+    numeric = [c for c in features if c not in CATEGORICAL_FEATURES]
+    return frame.with_columns(pl.col(numeric).cast(pl.Float32), pl.col(list(CATEGORICAL_FEATURES)).cast(pl.Int16))
+
+
+def _feature_names(columns: Sequence[str], label_columns: Sequence[str]) -> list[str]:
+    return [c for c in columns if c not in (ROW, *PAIR, *label_columns)]
+
+
+def feature_partition(
+    users: np.ndarray, *, pairs: UserRowIndex, history: UserRowIndex, context: FeatureContext
+) -> pl.DataFrame:
+    """:func:`describe_pairs` of one user partition: its pairs and history rows read from their files.
+
+    A Dask task with ``compute.engine: dask``; called partition after partition in-process otherwise.
+    """
+    pair_columns = [*PAIR, Columns.date, *context.label_columns]
+    pair_rows = pairs.scan(users, pair_columns, row_index=ROW).collect()
+    history_rows = history.scan(users, list(context.history_columns) or history_columns(history.schema)).collect()
+    return describe_pairs(pair_rows, history_rows, context)
+
+
+def _check_pairs(schema: pl.Schema) -> None:
+    if Columns.date not in schema:
+        raise ValueError(f"pairs need a {Columns.date!r} column (the view date; null when unknown)")
+
+
+def build_feature_table(
+    pairs: pl.DataFrame,
+    *,
+    history: pl.DataFrame | UserRowIndex,
+    users: pl.DataFrame,
+    items: pl.DataFrame,
+    item_daily: pl.DataFrame,
+    als_model: AlsModel,
+    catalogue: np.ndarray,
+    threshold: float,
+    smoothing: float,
+    daily_window_days: int,
+    label_columns: Sequence[str] = (),
+    latest_serving_date: dt.date | None = None,
+    client: Client | None = None,
+    n_partitions: int = 1,
+    history_stats_cache: HistoryStats | None = None,
 ) -> FeatureTable:
     """Join every feature group onto ``pairs`` (row order kept) and return the ordered feature list.
+
+    The in-memory form of :func:`write_feature_table` (the same functions; the table is returned,
+    not written): the result is the same for any ``n_partitions`` and ``client``.
 
     Parameters
     ----------
@@ -433,47 +769,233 @@ def build_feature_table(
         optional ``label_columns`` carried through untouched.
     history
         The views a model may know (see the module docstring); never a view of a pair in ``pairs``.
+        A frame, or the :class:`reco.compute.UserRowIndex` of a file (read one user partition at a time).
     catalogue
         The videos the ALS rank percentile is taken over (minus each user's watched ones).
     latest_serving_date
         ``temporal`` protocol: the day after the cut; a row's daily features then end there even
         if its view came later. ``None`` (``fully_observed``): each row's own view date.
+    client, n_partitions
+        Where the user partitions run (``None``: in this process) and how many there are.
+    history_stats_cache
+        The history's :class:`HistoryStats` when the caller already has them.
     """
-    if Columns.date not in pairs.columns:
-        raise ValueError(f"pairs need a {Columns.date!r} column (the view date; null when unknown)")
-    serving = pl.col(Columns.date)
-    if latest_serving_date is not None:
-        serving = pl.min_horizontal(serving, pl.lit(latest_serving_date))
-    base = pairs.select(*PAIR, *label_columns, serving.alias("_serving_date")).with_row_index("_row")
-    user_profile = users.select(
-        Columns.user,
-        pl.col(Columns.user_active_degree).to_physical().cast(pl.Int16).alias("user_active_degree"),
-        *(pl.col(c).cast(pl.Float32) for c in USER_PROFILE_NUMERIC),
-    )
-    item_static = items.select(
-        Columns.item,
-        (pl.col(Columns.video_duration) / 1000.0).cast(pl.Float32).alias("duration_s"),
-        duration_bucket(pl.col(Columns.video_duration)).alias("duration_bucket"),
-        pl.col("n_tags").cast(pl.Float32),
-        pl.col(Columns.tags).list.first().cast(pl.Int16).alias("primary_tag"),
-    )
-    daily = item_daily_window_features(item_daily, daily_window_days).rename({Columns.date: "_serving_date"})
-    als = als_pair_features(als_model, pairs.select(PAIR), catalogue, seen=seen_matrix(als_model, history))
-    frame = (
-        base.join(user_profile, on=Columns.user, how="left", maintain_order="left")
-        .join(user_history_features(history, threshold, smoothing), on=Columns.user, how="left", maintain_order="left")
-        .join(item_static, on=Columns.item, how="left", maintain_order="left")
-        .join(item_history_features(history, threshold, smoothing), on=Columns.item, how="left", maintain_order="left")
-        .join(daily, on=[Columns.item, "_serving_date"], how="left", maintain_order="left")
-        .join(user_affinity_features(history, items, pairs, threshold, smoothing), on=PAIR, how="left", maintain_order="left")
-        .join(als, on=PAIR, how="left", maintain_order="left")
-        .with_columns(
-            (pl.col("u_play_s_median") / pl.col("duration_s")).cast(pl.Float32).alias("ux_expected_watch_ratio")
-        )
-        .sort("_row")
-        .drop("_row", "_serving_date")
-    )
-    features = [c for c in frame.columns if c not in (*PAIR, *label_columns)]
-    numeric = [c for c in features if c not in CATEGORICAL_FEATURES]
-    frame = frame.with_columns(pl.col(numeric).cast(pl.Float32), pl.col(list(CATEGORICAL_FEATURES)).cast(pl.Int16))
+    _check_pairs(pairs.schema)
+    history_rows = history if isinstance(history, UserRowIndex) else FrameRows(history)
+    stats = history_stats_cache or history_stats(history_rows, threshold, client=client, n_partitions=n_partitions)
+    context = feature_context(
+        stats, users=users, items=items, item_daily=item_daily, als_model=als_model, catalogue=catalogue,
+        threshold=threshold, smoothing=smoothing, daily_window_days=daily_window_days, label_columns=label_columns,
+        latest_serving_date=latest_serving_date, history_columns=history_columns(history_rows.schema),
+    )  # fmt: skip
+    pair_rows = FrameRows(pairs)
+    parts = map_user_partitions(
+        client, feature_partition, pair_rows.users, n_partitions,
+        broadcast={"pairs": pair_rows, "history": history_rows, "context": context},
+    )  # fmt: skip
+    if parts:
+        frame = pl.concat(parts).sort(ROW).drop(ROW)
+    else:
+        empty_history = pl.DataFrame(schema={c: history_rows.schema[c] for c in context.history_columns})
+        frame = describe_pairs(pairs.clear().with_row_index(ROW), empty_history, context).drop(ROW)
+    if frame.height != pairs.height:
+        raise ValueError(f"{pairs.height - frame.height} pair(s) without a user id: every pair needs one")
+    features = _feature_names(frame.columns, label_columns)
     return FeatureTable(frame=frame, features=features, categorical=list(CATEGORICAL_FEATURES))
+
+
+@dataclass(frozen=True)
+class FeatureSources:
+    """The files a feature table is built from (see ``stages/features.py``)."""
+
+    pairs: Path
+    history: Path
+    users: pl.DataFrame
+    items: pl.DataFrame
+    item_daily: pl.DataFrame
+    als_model: AlsModel
+    catalogue: np.ndarray
+
+
+def write_feature_table(
+    sources: FeatureSources,
+    out_file: Path,
+    *,
+    threshold: float,
+    smoothing: float,
+    daily_window_days: int,
+    compute: ComputeParams,
+    client: Client | None = None,
+    label_columns: Sequence[str] | None = None,
+    latest_serving_date: dt.date | None = None,
+    history_stats_cache: HistoryStats | None = None,
+) -> FeatureTable:
+    """Build the feature table of a pairs file and write it to ``out_file``, one user partition at a time.
+
+    Reads the pairs and history files with sliced lazy scans (:class:`reco.compute.UserRowIndex`);
+    never holds more than one partition's pairs, history rows and features (plus the per-video
+    tables), on this process or on a worker. The file has the bytes :func:`reco.io.write_parquet`
+    gives the whole table (:func:`reco.compute.write_parquet_partitions`).
+
+    Parameters
+    ----------
+    sources
+        Pairs and history files, side tables, ALS model and catalogue.
+    out_file
+        The parquet file to write (atomically).
+    threshold, smoothing, daily_window_days, latest_serving_date
+        As :func:`build_feature_table`.
+    compute
+        The ``compute`` section: partitions (:func:`reco.compute.partition_count`) and engine.
+    client
+        From :func:`reco.compute.compute_client` (``None``: in this process).
+    label_columns
+        Pair columns carried through; ``None``: ``label``, ``relevance``, ``watch_ratio`` if present.
+    history_stats_cache
+        The history's :class:`HistoryStats` when the caller already has them (several tables on one history).
+
+    Returns
+    -------
+    FeatureTable
+        The feature list, with an empty ``frame`` of the table's schema (the rows are on disk).
+    """
+    pairs = UserRowIndex(sources.pairs)
+    history = UserRowIndex(sources.history)
+    _check_pairs(pairs.schema)
+    if label_columns is None:
+        label_columns = [c for c in (Columns.label, Columns.relevance, Columns.watch_ratio) if c in pairs.schema]
+    stats = history_stats_cache or history_stats(
+        history, threshold, client=client, n_partitions=partition_count(history.n_rows, compute)
+    )
+    context = feature_context(
+        stats, users=sources.users, items=sources.items, item_daily=sources.item_daily, als_model=sources.als_model,
+        catalogue=sources.catalogue, threshold=threshold, smoothing=smoothing, daily_window_days=daily_window_days,
+        label_columns=label_columns, latest_serving_date=latest_serving_date,
+        history_columns=history_columns(history.schema),
+    )  # fmt: skip
+    n_partitions = partition_count(history.rows_of(pairs.users) + pairs.n_rows, compute)
+    broadcast = {"pairs": pairs, "history": history, "context": context}
+    in_flight = None if client is None else 2 * max(1, len(client.nthreads()))
+    parts: Iterator[pl.DataFrame] = iter_user_partitions(
+        client, feature_partition, pairs.users, n_partitions, broadcast=broadcast, max_in_flight=in_flight
+    )
+    n_rows = int(pairs.counts.sum())
+    frames: Iterator[pl.DataFrame]
+    if pairs.grouped:  # the partitions' rows, one after the other, are the file's order
+        frames = (part.drop(ROW) for part in parts)
+    else:  # rows of a user are scattered: restore the file's order in memory
+        whole = pl.concat(list(parts)).sort(ROW).drop(ROW)
+        frames = iter([whole])
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{sources.pairs}: no pair to describe")
+    write_parquet_partitions(_chain(first, frames), n_rows, first.schema, out_file)
+    features = _feature_names(first.columns, label_columns)
+    return FeatureTable(frame=first.clear(), features=features, categorical=list(CATEGORICAL_FEATURES))
+
+
+def _chain(first: pl.DataFrame, rest: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    yield first
+    yield from rest
+
+
+def scan_history_max_date(path: Path) -> dt.date:
+    """The last view date of a history file (one streaming pass over its ``date`` column).
+
+    Raises
+    ------
+    InputDataError
+        The file has no view date.
+    """
+    value = pl.scan_parquet(path).select(pl.col(Columns.date).max()).collect(engine="streaming").item()
+    if not isinstance(value, dt.date):
+        raise InputDataError(path, f"no {Columns.date!r} to end the temporal protocol's serving window at")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# The ranker's training rows, read lazily from the feature table
+# ------------------------------------------------------------------------------------------------
+
+
+def training_partition(
+    users: np.ndarray,
+    *,
+    table: UserRowIndex,
+    chosen: np.ndarray,
+    candidate_rank_pct: float,
+) -> pl.DataFrame:
+    """The rows of one user partition of a training table that the ranker can use, plus one row per other user.
+
+    Keeps the rows of the ``chosen`` (sampled) users that pass the candidate cut of
+    :func:`reco.models.ranker.prepare_training_parts` (the ALS rank percentile at most
+    ``candidate_rank_pct``, or unknown to ALS). Every other user keeps exactly one row, the first
+    (of a chosen user without a candidate-like row: one that the cut drops again), so the table
+    still lists every user and the ranker samples exactly the users it samples from the whole
+    table.
+    """
+    rows = table.scan(users, row_index=ROW).collect()
+    is_chosen = pl.col(Columns.user).is_in(pl.Series(chosen, dtype=rows.schema[Columns.user]).implode())
+    keep = is_chosen
+    if candidate_rank_pct < 1 and "als_rank_pct" in rows.columns:
+        # the same expression as prepare_training_parts: pairs unknown to ALS (null rank) stay
+        rank = pl.col("als_rank_pct")
+        keep = is_chosen & (rank.is_null() | (rank <= candidate_rank_pct))
+    marked = rows.with_columns(keep.alias("_keep"))
+    kept_users = marked.filter(pl.col("_keep")).select(Columns.user).unique()
+    first_rows = pl.col(ROW) == pl.col(ROW).min().over(Columns.user)
+    stand_ins = marked.join(kept_users, on=Columns.user, how="anti").filter(first_rows)
+    return pl.concat([marked.filter(pl.col("_keep")), stand_ins]).sort(ROW).drop(ROW, "_keep")
+
+
+def ranker_training_table(
+    table: UserRowIndex,
+    chosen: np.ndarray,
+    candidate_rank_pct: float,
+    *,
+    compute: ComputeParams,
+    client: Client | None = None,
+) -> pl.DataFrame:
+    """The part of a training feature table the ranker reads, without loading the whole table.
+
+    :func:`reco.models.ranker.prepare_training_parts` samples ``ranker.train_users`` users from
+    every user of the table (the caller draws them the same way, ``chosen``, with
+    :func:`reco.models.ranker.sample_users` on ``table.users``) and keeps their candidate-like rows
+    (``ranker.candidate_rank_pct``). This reads the table one user partition at a time
+    (:func:`training_partition`, Dask tasks with a ``client``) and keeps just those rows plus one
+    stand-in row per other user, so the ranker draws the same users and learns from the same rows:
+    the same model, from a fraction of the table.
+
+    Parameters
+    ----------
+    table
+        The index of ``data/features/train/table.parquet``.
+    chosen
+        The sampled users (training and validation parts together).
+    candidate_rank_pct
+        ``ranker.candidate_rank_pct``.
+    compute, client
+        Partitions and engine.
+
+    Returns
+    -------
+    polars.DataFrame
+        The reduced table, rows in the file's order (``table.n_rows`` is the whole table's count).
+
+    Examples
+    --------
+    >>> index = UserRowIndex("data/features/train/table.parquet")  # doctest: +SKIP
+    >>> train, valid = sample_users(index.users, params.train_users, params.valid_fraction, params.seed)  # doctest: +SKIP
+    >>> rows = ranker_training_table(index, np.union1d(train, valid), 0.06, compute=compute)  # doctest: +SKIP
+    """
+    parts = map_user_partitions(
+        client,
+        training_partition,
+        table.users,
+        partition_count(table.n_rows, compute),
+        broadcast={"table": table, "chosen": np.asarray(chosen)},
+        candidate_rank_pct=float(candidate_rank_pct),
+    )
+    if not parts:
+        return pl.scan_parquet(table.path).head(0).collect()
+    return pl.concat(parts, how="vertical", rechunk=True)

@@ -1,16 +1,30 @@
-"""Feature tables: no daily counter from on or after a row's view date, correct ALS ranks, stable row order."""
+"""Feature tables: no daily counter from on or after a row's view date, correct ALS ranks, stable row order,
+the same table for any user partitioning (in memory and written by partition), the ranker's rows read lazily."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from reco.compute import UserRowIndex
+from reco.io import write_parquet
 from reco.models.als import AlsModel, IdMap
-from reco.models.features import als_pair_features, build_feature_table, duration_bucket, seen_matrix
+from reco.models.features import (
+    FeatureSources,
+    als_pair_features,
+    build_feature_table,
+    duration_bucket,
+    ranker_training_table,
+    seen_matrix,
+    write_feature_table,
+)
+from reco.models.ranker import prepare_training_parts, sample_users
+from reco.params import parse_section
 from reco.schema import INTERACTION_SCHEMA, Columns
 
 N_USERS, N_ITEMS = 12, 15
@@ -234,3 +248,96 @@ def test_residual_features_isolate_what_the_user_adds_to_the_videos_appeal() -> 
 
 
 PAIR_COLUMNS = [Columns.user, Columns.item]
+
+
+# --- bounded memory: user partitions, the written table, the ranker's rows ------------------------
+
+
+@pytest.mark.parametrize("n_partitions", [3, 7])
+def test_any_user_partitioning_gives_the_same_table(world: dict, n_partitions: int) -> None:
+    # every per-user float is an exact sum and every cross-user one is global: bit for bit
+    whole = build(world, world["history"], world["daily"])
+    parts = build(world, world["history"], world["daily"], n_partitions=n_partitions)
+    assert parts.equals(whole) and parts.height == world["pairs"].height
+
+
+def test_history_rows_in_another_order_give_the_same_table(world: dict) -> None:
+    shuffled = world["history"].sample(fraction=1.0, shuffle=True, seed=11)
+    assert build(world, shuffled, world["daily"], n_partitions=3).equals(build(world, world["history"], world["daily"]))
+
+
+def test_als_ranks_do_not_depend_on_which_users_share_a_chunk(world: dict) -> None:
+    als, pairs = world["model"], world["pairs"].select(Columns.user, Columns.item)
+    seen = seen_matrix(als, world["history"])
+    results = [als_pair_features(als, pairs, als.item_ids.ids, seen=seen, chunk_users=c) for c in (1, 5, 512)]
+    assert results[0].equals(results[1]) and results[0].equals(results[2])
+
+
+@pytest.mark.parametrize(("sort_pairs", "user_partitions"), [(True, 1), (True, 3), (True, 7), (False, 3)])
+def test_the_table_written_by_partition_has_the_bytes_of_the_in_memory_one(
+    world: dict, tmp_path: Path, sort_pairs: bool, user_partitions: int
+) -> None:
+    # sorted pairs stream partition by partition; unsorted ones are put back in order in memory
+    pairs = world["pairs"].sort(Columns.user, maintain_order=True) if sort_pairs else world["pairs"]
+    history = world["history"].sort(Columns.user, maintain_order=True)
+    write_parquet(pairs, tmp_path / "pairs.parquet")
+    write_parquet(history, tmp_path / "history.parquet")
+    sources = FeatureSources(
+        pairs=tmp_path / "pairs.parquet", history=tmp_path / "history.parquet", users=world["users"],
+        items=world["items"], item_daily=world["daily"], als_model=world["model"], catalogue=world["model"].item_ids.ids,
+    )  # fmt: skip
+    table = write_feature_table(
+        sources, tmp_path / "table.parquet", threshold=2.0, smoothing=5.0, daily_window_days=7,
+        compute=parse_section("compute", {"user_partitions": user_partitions}),
+    )  # fmt: skip
+    expected = build(world, history, world["daily"], pairs)
+    write_parquet(expected, tmp_path / "expected.parquet")
+    assert (tmp_path / "table.parquet").read_bytes() == (tmp_path / "expected.parquet").read_bytes()
+    assert table.features == [c for c in expected.columns if c not in (Columns.user, Columns.item, Columns.label)]
+
+
+def training_table(n_users: int = 40, per_user: int = 25, seed: int = 1) -> pl.DataFrame:
+    """A training feature table: every user has labelled rows, some users none with a low ALS rank."""
+    rng = np.random.default_rng(seed)
+    n = n_users * per_user
+    rank = rng.random(n).astype(np.float32)
+    rank[rng.random(n) < 0.05] = np.nan  # unknown to ALS: always kept
+    users = np.repeat(np.arange(0, 3 * n_users, 3, dtype=np.int32), per_user)
+    rank[users == 6] = 0.9  # a user without any candidate-like row
+    relevance = rng.integers(0, 4, n).astype(np.int8)
+    return pl.DataFrame(
+        {
+            Columns.user: users,
+            Columns.item: np.tile(np.arange(per_user, dtype=np.int32), n_users),
+            Columns.label: relevance >= 2,
+            Columns.relevance: relevance,
+            "signal": rng.normal(size=n).astype(np.float32),
+            "als_rank_pct": pl.Series(rank).fill_nan(None),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("train_users", "candidate_rank_pct", "user_partitions"), [(30, 0.3, 1), (30, 0.3, 4), (100, 0.5, 3), (20, 1.0, 5)]
+)
+def test_the_ranker_reads_only_its_rows_and_gets_the_same_training_parts(
+    tmp_path: Path, train_users: int, candidate_rank_pct: float, user_partitions: int
+) -> None:
+    table = training_table()
+    write_parquet(table, tmp_path / "table.parquet")
+    params = parse_section(
+        "ranker", {"train_users": train_users, "candidate_rank_pct": candidate_rank_pct, "valid_fraction": 0.25}
+    )
+    compute = parse_section("compute", {"user_partitions": user_partitions})
+    index = UserRowIndex(tmp_path / "table.parquet")
+    train, valid = sample_users(index.users, params.train_users, params.valid_fraction, params.seed)
+    reduced = ranker_training_table(index, np.union1d(train, valid), params.candidate_rank_pct, compute=compute)
+    assert index.n_rows == table.height
+    if candidate_rank_pct < 1:
+        assert reduced.height < table.height
+    whole, part = prepare_training_parts(table, ["signal"], params), prepare_training_parts(reduced, ["signal"], params)
+    for name in ("train", "valid"):
+        assert part.frames[name].equals(whole.frames[name])
+        np.testing.assert_array_equal(part.labels[name], whole.labels[name])
+    np.testing.assert_array_equal(part.train_users, whole.train_users)
+    np.testing.assert_array_equal(part.valid_users, whole.valid_users)
