@@ -5,19 +5,28 @@ of ``small_matrix`` users); a cell is *observed* when ``small_matrix`` has it (9
 KuaiRec). Every model ranks only the observed cells of each user, so no model is rewarded or
 punished for the few unobserved ones. Relevance is the binary ``label``. (``TestGrid`` and
 ``build_test_grid`` keep their names from when the test was the only block.)
+
+For user partitions (:mod:`reco.evaluation.pipeline`): :func:`grid_rows` cuts a grid to some of
+its users, :class:`TwoStageBounds` carries the two-stage score ranges of the whole block to them,
+and :func:`training_view_counts` counts the popularity baselines' views of a training file one
+user partition at a time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
+from reco.compute import UserRowIndex, map_user_partitions, tree_reduce
 from reco.evaluation.metrics import DEFINITIONS, METRIC_NAMES, RankingResult, ranking_metrics, top_k_items
-from reco.models.baselines import grid_scores
+from reco.models.baselines import ViewCounts, grid_scores, view_counts
 from reco.schema import Columns
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 @dataclass(frozen=True)
@@ -40,21 +49,83 @@ def build_test_grid(test: pl.DataFrame) -> TestGrid:
     return TestGrid(users=users, items=items, relevant=relevant, observed=observed)
 
 
-def two_stage_scores(grid: TestGrid, reranked: pl.DataFrame, first_stage: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class TwoStageBounds:
+    """The score ranges :func:`two_stage_scores` maps into disjoint intervals, over every user of a block.
+
+    Computed on the whole grid, or per user partition and combined (:meth:`combine`: min and max,
+    exact), so a partition scores its users exactly as the whole grid would.
+
+    Attributes
+    ----------
+    first
+        (min, max) of the finite first-stage scores; ``None`` when there is none.
+    ranker
+        (min, max) of the ranker's candidate scores; ``None`` when there is no candidate.
+    """
+
+    first: tuple[float, float] | None
+    ranker: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, first_stage: np.ndarray, ranker_scores: np.ndarray) -> TwoStageBounds:
+        """The bounds of some users' first-stage score rows and their candidates' ranker scores."""
+        first = np.asarray(first_stage, dtype=np.float64)
+        finite = first[np.isfinite(first)]
+        ranker = np.asarray(ranker_scores, dtype=np.float64)
+        return cls(
+            first=(float(finite.min()), float(finite.max())) if len(finite) else None,
+            ranker=(float(ranker.min()), float(ranker.max())) if len(ranker) else None,
+        )
+
+    def combine(self, other: TwoStageBounds) -> TwoStageBounds:
+        """The bounds of both sets of users."""
+
+        def union(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
+            if a is None or b is None:
+                return a or b
+            return (min(a[0], b[0]), max(a[1], b[1]))
+
+        return TwoStageBounds(first=union(self.first, other.first), ranker=union(self.ranker, other.ranker))
+
+
+def grid_rows(grid: TestGrid, start: int, stop: int) -> TestGrid:
+    """The grid of users ``start:stop`` only (a user partition): same videos, those users' rows.
+
+    Examples
+    --------
+    >>> test = pl.DataFrame({"user_id": [7, 8, 9], "video_id": [1, 1, 2], "label": [True, False, True]})
+    >>> grid_rows(build_test_grid(test), 1, 3).users.tolist()
+    [8, 9]
+    """
+    return TestGrid(
+        users=grid.users[start:stop],
+        items=grid.items,
+        relevant=grid.relevant[start:stop],
+        observed=grid.observed[start:stop],
+    )
+
+
+def two_stage_scores(
+    grid: TestGrid, reranked: pl.DataFrame, first_stage: np.ndarray, bounds: TwoStageBounds | None = None
+) -> np.ndarray:
     """Grid scores of a two-stage model: re-ranked candidates first, then the first stage's order.
 
     ``reranked`` has user, video and ``score`` (the ranker's) for each candidate; every other cell
     keeps its first-stage score, shifted below the lowest candidate so candidates always come first.
+    ``bounds`` are the score ranges over the whole block when ``grid`` holds only some of its
+    users (a user partition); ``None``: those of ``grid`` and ``reranked``.
     """
     first = np.where(np.isnan(first_stage), -np.inf, first_stage).astype(np.float64)
-    finite = first[np.isfinite(first)]
     ranker = reranked[Columns.score].to_numpy().astype(np.float64)
-    if len(ranker) == 0:
+    if bounds is None:
+        bounds = TwoStageBounds.of(first, ranker)
+    if bounds.ranker is None:
         return first.astype(np.float32)
     # Map both into disjoint ranges: candidates in [2, 3], the rest in [0, 1].
-    lo, hi = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+    lo, hi = bounds.first if bounds.first is not None else (0.0, 1.0)
     base = np.where(np.isfinite(first), (first - lo) / max(hi - lo, 1e-12), -np.inf)
-    r_lo, r_hi = ranker.min(), ranker.max()
+    r_lo, r_hi = bounds.ranker
     cand = reranked.with_columns(pl.Series(Columns.score, 2.0 + (ranker - r_lo) / max(r_hi - r_lo, 1e-12)))
     scattered = grid_scores(cand, grid.users, grid.items, Columns.score, fill=np.nan).astype(np.float64)
     return np.where(np.isnan(scattered), base, scattered)
@@ -170,3 +241,54 @@ def per_user_frame(grid: TestGrid, results: dict[str, RankingResult]) -> pl.Data
     if not parts:
         return pl.DataFrame(schema=PER_USER_SCHEMA)
     return pl.concat(parts, rechunk=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# The popularity baselines' counts of a training file, one user partition at a time
+# ------------------------------------------------------------------------------------------------
+
+_VIEW_COLUMNS = (Columns.item, Columns.video_duration, Columns.watch_ratio, Columns.label_ratio)
+
+
+def combine_view_counts(left: ViewCounts, right: ViewCounts) -> ViewCounts:
+    """The :class:`reco.models.baselines.ViewCounts` of two sets of views (whole-number sums: exact)."""
+    table = (
+        pl.concat([left.table, right.table])
+        .group_by(Columns.item, "_bucket")
+        .agg(pl.col("pos").sum(), pl.col("views").sum())
+        .sort(Columns.item, "_bucket", nulls_last=True)
+    )
+    return ViewCounts(table=table, edges_ms=left.edges_ms)
+
+
+def view_counts_partition(
+    users: np.ndarray, *, train: UserRowIndex, threshold: float, edges_ms: tuple[float, ...]
+) -> ViewCounts:
+    """:func:`reco.models.baselines.view_counts` of one user partition's training views."""
+    return view_counts(train.scan(users, [c for c in _VIEW_COLUMNS if c in train.schema]).collect(), threshold, edges_ms)
+
+
+def training_view_counts(
+    train: UserRowIndex,
+    threshold: float,
+    edges_ms: tuple[float, ...] = (),
+    *,
+    client: Client | None = None,
+    n_partitions: int = 1,
+) -> ViewCounts:
+    """:func:`reco.models.baselines.view_counts` of a training file, one user partition at a time.
+
+    Examples
+    --------
+    >>> from reco.compute import FrameRows
+    >>> train = pl.DataFrame({"user_id": [1, 2, 2], "video_id": [5, 5, 6], "watch_ratio": [3.0, 1.0, 2.5]})
+    >>> training_view_counts(FrameRows(train), 2.0, n_partitions=2).per_item(np.array([5, 6]))
+    (array([1., 1.]), array([2., 1.]))
+    """
+    partials = map_user_partitions(
+        client, view_counts_partition, train.users, n_partitions, broadcast={"train": train},
+        threshold=threshold, edges_ms=tuple(edges_ms),
+    )  # fmt: skip
+    if not partials:
+        return view_counts(pl.DataFrame(schema={Columns.item: pl.Int32, Columns.watch_ratio: pl.Float32}), threshold)
+    return tree_reduce(partials, combine_view_counts)

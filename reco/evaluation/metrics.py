@@ -49,6 +49,7 @@ __all__ = [
     "common_evaluated_users",
     "metric_key",
     "ranking_metrics",
+    "ranking_summary",
     "top_k_items",
 ]
 
@@ -361,18 +362,50 @@ def ranking_metrics(
     for arr in per_user.values():
         arr.setflags(write=False)
 
-    summary: dict[str, float] = {key: float(arr.mean()) for key, arr in per_user.items()}
-    first_rank = _first_rank_per_item(rec[:, :k_max], n_catalogue_items)
-    for k in ks_sorted:
-        summary[metric_key("coverage", k)] = float(np.count_nonzero(first_rank < k)) / n_catalogue_items
-
     evaluated.setflags(write=False)
     return RankingResult(
         per_user=per_user,
-        summary=summary,
+        summary=ranking_summary(per_user, rec, ks_sorted, n_catalogue_items),
         evaluated_users=evaluated,
         users_without_positives=int(n_users - evaluated.size),
     )
+
+
+def ranking_summary(
+    per_user: Mapping[str, np.ndarray], recommended: np.ndarray, ks: Sequence[int], n_catalogue_items: int
+) -> dict[str, float]:
+    """The summary of :func:`ranking_metrics`: each per-user metric's mean and catalogue coverage@K.
+
+    Also used on per-user arrays computed one user partition at a time and concatenated in user
+    order (:mod:`reco.evaluation.pipeline`), so both give the same floats.
+
+    Parameters
+    ----------
+    per_user
+        Metric key to the per-user values of the evaluated users.
+    recommended
+        ``(n_users, >= max(ks))`` item indices of *every* user's list (-1 = padding).
+    ks
+        Validated, sorted cut-offs.
+    n_catalogue_items
+        Catalogue size (the coverage denominator).
+
+    Returns
+    -------
+    dict[str, float]
+        ``<metric>_at_<k>`` means and ``coverage_at_<k>``.
+
+    Examples
+    --------
+    >>> ranking_summary({"precision_at_1": np.array([1.0, 0.0])}, np.array([[0], [0]]), [1], 2)
+    {'precision_at_1': 0.5, 'coverage_at_1': 0.5}
+    """
+    summary: dict[str, float] = {key: float(arr.mean()) for key, arr in per_user.items()}
+    k_max = max(ks)
+    first_rank = _first_rank_per_item(np.asarray(recommended)[:, :k_max].astype(np.int64, copy=False), n_catalogue_items)
+    for k in ks:
+        summary[metric_key("coverage", k)] = float(np.count_nonzero(first_rank < k)) / n_catalogue_items
+    return summary
 
 
 def _validate_ks(ks: Sequence[int], max_k: int) -> list[int]:

@@ -1,7 +1,9 @@
-"""evaluate@<block> (reco.evaluation.pipeline): every model on the block's grid, the checks, the files."""
+"""evaluate@<block> (reco.evaluation.pipeline): every model on the block's grid, the checks, the files,
+the same bytes for any user partitioning."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,6 +19,8 @@ from reco.evaluation.evaluate import PER_USER_SCHEMA
 from reco.evaluation.layout import BlockFiles
 from reco.evaluation.metrics import METRIC_NAMES
 from reco.evaluation.pipeline import evaluate_block, load_block_inputs, write_block_evaluation
+from reco.io import write_parquet
+from reco.params import parse_section
 from reco.schema import Columns
 
 from .synthetic_blocks import KS, N_CANDIDATES, evaluate_params, make_block_inputs, write_models, write_upstream
@@ -129,3 +133,52 @@ def test_stage_script_evaluates_a_block_from_its_files(tmp_path: Path) -> None:
     for model in set(written["models"]) - {"ranker"}:
         assert written["models"][model] == in_memory.metrics["models"][model]
     assert pl.read_parquet(files.per_user_file).filter(pl.col("model") == "ranker").height > 0
+
+
+def block_files_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("user_partitions", [3, 7])
+def test_any_user_partitioning_gives_the_same_bytes(tmp_path: Path, user_partitions: int) -> None:
+    # per-user scores, lists and metrics by partition; global bounds and means: the whole grid's files
+    digests = []
+    for run, partitions in (("one", 1), ("many", user_partitions)):
+        files = BlockFiles.of("test", tmp_path / run)
+        compute = parse_section("compute", {"user_partitions": partitions})
+        write_block_evaluation(evaluate_block(make_block_inputs(), evaluate_params(), compute=compute), files)
+        digests.append(block_files_bytes(tmp_path / run))
+    assert len(digests[0]) == 6 and digests[0] == digests[1]
+
+
+def test_inputs_read_from_files_by_partition_give_the_same_bytes(tmp_path: Path) -> None:
+    inputs = make_block_inputs()
+    write_upstream(tmp_path, inputs)
+    write_models(tmp_path, inputs)
+    features = tmp_path / "data" / "features" / "test"
+    features.mkdir(parents=True)
+    write_parquet(inputs.candidates, features / "table.parquet")
+    loaded = load_block_inputs(BlockFiles.of("test", tmp_path), KS)
+    digests = []
+    for run, partitions in (("one", 1), ("five", 5)):
+        files = BlockFiles.of("test", tmp_path / run)
+        compute = parse_section("compute", {"user_partitions": partitions})
+        write_block_evaluation(evaluate_block(loaded, evaluate_params(), compute=compute), files)
+        digests.append(block_files_bytes(tmp_path / run))
+    assert digests[0] == digests[1]
+    # and the files give what the same frames give in memory (the ranker aside: a LightGBM model here)
+    in_memory = evaluate_block(dataclasses.replace(inputs, ranker=loaded.ranker), evaluate_params())
+    assert json.loads((tmp_path / "one" / "metrics/blocks/test/metrics.json").read_text()) == json.loads(
+        json.dumps(in_memory.metrics)
+    )
+
+
+def test_a_partition_without_positives_is_counted_not_refused() -> None:
+    inputs = make_block_inputs()
+    first = inputs.rows[Columns.user].min()
+    rows = inputs.rows.with_columns(pl.when(pl.col(Columns.user) == first).then(False).otherwise(pl.col(Columns.label)).alias(Columns.label))
+    inputs = dataclasses.replace(inputs, rows=rows)
+    one = evaluate_block(inputs, evaluate_params())
+    many = evaluate_block(inputs, evaluate_params(), compute=parse_section("compute", {"user_partitions": 24}))
+    assert many.metrics == one.metrics and many.per_user.equals(one.per_user)
+    assert one.metrics["data"]["users_without_positives"] >= 1
