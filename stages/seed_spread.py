@@ -1,4 +1,8 @@
-"""Stage seed_spread: the headline models (ALS, ranker) retrained with other seeds; metrics/seed_spread.json."""
+"""Stage seed_spread: the headline models (ALS, ranker) retrained with other seeds; metrics/seed_spread.json.
+
+Bounded memory: the views and the training feature table are read by user chunks and partitions
+(:mod:`reco.experiments.seed_spread`), never whole.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +25,9 @@ def main() -> None:
 
     from reco.experiments.seed_spread import SeedSpreadInputs, seed_spread
     from reco.io import write_json
-    from reco.models.features import FeatureTable
+    from reco.models.features import scan_history_max_date
     from reco.params import load_section
-    from reco.schema import EVALUATION_BLOCKS, Columns, PreparedFiles
+    from reco.schema import EVALUATION_BLOCKS, PreparedFiles
 
     params = load_section("seed_spread")
     if not params.seeds:
@@ -31,24 +35,25 @@ def main() -> None:
         return
     spec = json.loads((TRAIN_FEATURES_DIR / "features.json").read_text(encoding="utf-8"))
     summary = json.loads(SPLIT_SUMMARY_FILE.read_text(encoding="utf-8"))
-    history = pl.read_parquet(SPLIT_DIR / "history.parquet")
     inputs = SeedSpreadInputs(
-        history=history,
-        train=pl.read_parquet(SPLIT_DIR / "train.parquet"),
-        ranker_labels=pl.read_parquet(SPLIT_DIR / "ranker_labels.parquet"),
-        blocks={name: pl.read_parquet(SPLIT_DIR / f"{name}.parquet") for name in EVALUATION_BLOCKS},
+        history=SPLIT_DIR / "history.parquet",
+        train=SPLIT_DIR / "train.parquet",
+        blocks={name: SPLIT_DIR / f"{name}.parquet" for name in EVALUATION_BLOCKS},
+        train_table=TRAIN_FEATURES_DIR / "table.parquet",
+        features_list=spec["features"],
+        categorical=spec["categorical"],
         users=pl.read_parquet(PREPARED_DIR / PreparedFiles.users),
         items=pl.read_parquet(PREPARED_DIR / PreparedFiles.items),
         item_daily=pl.read_parquet(PREPARED_DIR / PreparedFiles.item_daily),
-        train_table=FeatureTable(pl.read_parquet(TRAIN_FEATURES_DIR / "table.parquet"), spec["features"], spec["categorical"]),
         label=load_section("label"),
         als=load_section("als"),
         ranker=load_section("ranker"),
         features=load_section("features"),
         candidates=load_section("candidates"),
         evaluate=load_section("evaluate"),
+        # temporal protocol: nothing after the cut exists when the model serves (as stages/features.py)
         latest_serving_date=(
-            pl.read_parquet(SPLIT_DIR / "train.parquet", columns=[Columns.date])[Columns.date].max() + dt.timedelta(days=1)
+            scan_history_max_date(SPLIT_DIR / "train.parquet") + dt.timedelta(days=1)
             if summary["protocol"] == "temporal"
             else None
         ),

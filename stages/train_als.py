@@ -17,15 +17,12 @@ USAGE = "python -m stages.train_als INTERACTIONS OUT_DIR"
 def main() -> None:
     import polars as pl
 
-    from reco.models.als import fit_als, save_als
+    from reco.models.als import INPUT_COLUMNS, fit_als, save_als
     from reco.params import load_section
-    from reco.schema import Columns
 
     interactions_path, out_dir = stage_args(USAGE, ["INTERACTIONS", "OUT_DIR"])
     als, label = load_section("als"), load_section("label")
-    interactions = pl.scan_parquet(interactions_path).select(
-        Columns.user, Columns.item, Columns.watch_ratio, Columns.label_ratio
-    )
+    interactions = pl.scan_parquet(interactions_path).select(INPUT_COLUMNS)
     model, _ = fit_als(interactions, als, threshold=label.threshold)
     save_als(model, out_dir)
 

@@ -22,38 +22,67 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse
 
-from reco.evaluation.evaluate import build_test_grid, evaluate_models, two_stage_scores
-from reco.models.als import AlsModel, fit_als, item_scores
+from reco.compute import UserRowIndex, partition_count, user_partitions
+from reco.evaluation.evaluate import TestGrid, build_test_grid, evaluate_models, two_stage_scores
+from reco.io import write_parquet
+from reco.models.als import INPUT_COLUMNS, AlsModel, fit_als, item_scores
 from reco.models.baselines import popularity_item_scores
-from reco.models.candidates import block_candidates
-from reco.models.features import FeatureTable, als_pair_features, build_feature_table, seen_matrix
-from reco.models.ranker import train_ranker
-from reco.params import AlsParams, CandidatesParams, EvaluateParams, FeaturesParams, LabelParams, RankerParams
+from reco.models.candidates import block_candidates, popularity_fallback
+from reco.models.features import (
+    ROW,
+    FeatureSources,
+    HistoryStats,
+    als_pair_features,
+    history_stats,
+    seen_matrix,
+    training_rows,
+    write_feature_table,
+)
+from reco.models.ranker import sample_users, train_ranker
+from reco.params import (
+    AlsParams,
+    CandidatesParams,
+    ComputeParams,
+    EvaluateParams,
+    FeaturesParams,
+    LabelParams,
+    RankerParams,
+)
 from reco.schema import Columns
 
 REPORTED_METRICS: tuple[str, ...] = ("ndcg_at_10", "map_at_10")
 SEED_MODELS: tuple[str, ...] = ("als", "ranker")
+# The partitions every file is read by (the results do not depend on them; see reco.compute).
+LOCAL_COMPUTE = ComputeParams()
 
 
 @dataclass(frozen=True)
 class SeedSpreadInputs:
-    """The pipeline's data and settings, as the stages read them."""
+    """The pipeline's files and settings, as the stages read them.
 
-    history: pl.DataFrame
-    train: pl.DataFrame
-    ranker_labels: pl.DataFrame
-    blocks: Mapping[str, pl.DataFrame]
+    The views and the training feature table are files, read one user chunk or partition at a
+    time (never whole), so the seed spread's memory does not grow with the logged views.
+    """
+
+    history: Path  # data/split/history.parquet
+    train: Path  # data/split/train.parquet
+    blocks: Mapping[str, Path]  # block name -> data/split/<block>.parquet
+    train_table: Path  # features@train's table.parquet (only its ALS columns change with the seed)
+    features_list: Sequence[str]
+    categorical: Sequence[str]
     users: pl.DataFrame
     items: pl.DataFrame
     item_daily: pl.DataFrame
-    train_table: FeatureTable  # the pipeline's features@train (only its ALS columns change with the seed)
     label: LabelParams
     als: AlsParams
     ranker: RankerParams
@@ -61,6 +90,26 @@ class SeedSpreadInputs:
     candidates: CandidatesParams
     evaluate: EvaluateParams
     latest_serving_date: Any = None
+
+
+@dataclass(frozen=True)
+class _Block:
+    """What a block's evaluation needs that no seed changes."""
+
+    rows: UserRowIndex
+    grid: TestGrid
+    popularity: np.ndarray  # popularity score of each grid item (served to users ALS does not know)
+    fallback: np.ndarray  # the candidates' popularity list over the block's videos
+    catalogue: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """Seed-independent data, computed once: history pairs, training statistics, the blocks."""
+
+    history_pairs: pl.DataFrame  # distinct (user, video) pairs of the history: what a user has watched
+    train_stats: HistoryStats
+    blocks: Mapping[str, _Block]
 
 
 def summarise(values: Sequence[float]) -> dict[str, Any]:
@@ -77,59 +126,128 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _block_features(inputs: SeedSpreadInputs, model: AlsModel, candidates: pl.DataFrame, block: pl.DataFrame) -> FeatureTable:
-    label_columns = [c for c in (Columns.label, Columns.relevance, Columns.watch_ratio) if c in candidates.columns]
-    return build_feature_table(
-        candidates,
-        history=inputs.train,
-        users=inputs.users,
-        items=inputs.items,
-        item_daily=inputs.item_daily,
-        als_model=model,
-        catalogue=block[Columns.item].unique().to_numpy(),
+def _scan_views(path: Path) -> pl.LazyFrame:
+    """The columns ALS reads, as the train_als stage scans them (read by user chunks)."""
+    return pl.scan_parquet(path).select(INPUT_COLUMNS)
+
+
+def _shared(inputs: SeedSpreadInputs) -> _Shared:
+    train = UserRowIndex(inputs.train)
+    train_schema = train.schema
+    rated = [c for c in (Columns.item, Columns.label_ratio, Columns.watch_ratio) if c in train_schema]
+    # popularity reads one column pair of every training view: 12 bytes a view, once
+    popularity_views = pl.scan_parquet(inputs.train).select(rated).collect(engine="streaming")
+    blocks = {}
+    for name, path in inputs.blocks.items():
+        block = pl.read_parquet(path)  # one block: its users x videos, a fixed size whatever the logs
+        grid = build_test_grid(block)
+        rows = UserRowIndex(path)
+        catalogue = np.unique(block[Columns.item].to_numpy()).astype(np.int32)
+        blocks[name] = _Block(
+            rows=rows,
+            grid=grid,
+            popularity=popularity_item_scores(
+                popularity_views, grid.items, inputs.label.threshold, inputs.evaluate.popularity_smoothing
+            ),
+            fallback=popularity_fallback(pl.scan_parquet(inputs.train), catalogue),
+            catalogue=catalogue,
+        )
+    del popularity_views
+    history_pairs = (
+        pl.scan_parquet(inputs.history).select(Columns.user, Columns.item).unique().collect(engine="streaming")
+    )
+    stats = history_stats(
+        train, inputs.label.threshold, n_partitions=partition_count(train.n_rows, LOCAL_COMPUTE)
+    )
+    return _Shared(history_pairs=history_pairs, train_stats=stats, blocks=blocks)
+
+
+def _with_als_columns(rows: pl.DataFrame, model: AlsModel, items: np.ndarray, seen: scipy.sparse.csr_matrix) -> pl.DataFrame:
+    """``rows`` (features@train rows) with their ALS columns recomputed from ``model``."""
+    als = als_pair_features(model, rows.select(Columns.user, Columns.item), items, seen=seen)
+    replaced = [c for c in als.columns if c not in (Columns.user, Columns.item)]
+    return rows.drop(replaced).join(als, on=[Columns.user, Columns.item], how="left", maintain_order="left").select(rows.columns)
+
+
+def _ranker_rows(inputs: SeedSpreadInputs, shared: _Shared, model: AlsModel, seed: int) -> Iterator[pl.DataFrame]:
+    """features@train with the seed's ALS columns, reduced to the rows the ranker with ``seed`` learns from.
+
+    One user partition at a time: its ALS columns are recomputed, then
+    :func:`reco.models.features.training_rows` keeps the sampled users' candidate-like rows (by
+    the new ALS rank) and one stand-in row per other user, exactly as the train_ranker stage
+    reduces the table, so the ranker sees the rows it would see in the whole recomputed table.
+    """
+    table = UserRowIndex(inputs.train_table)
+    train_users, valid_users = sample_users(table.users, inputs.ranker.train_users, inputs.ranker.valid_fraction, seed)
+    chosen = np.union1d(train_users, valid_users)
+    seen = seen_matrix(model, shared.history_pairs)
+    items = inputs.items[Columns.item].to_numpy()
+    for users in user_partitions(table.users, partition_count(table.n_rows, LOCAL_COMPUTE)):
+        rows = table.scan(users, row_index=ROW).collect()
+        yield training_rows(_with_als_columns(rows, model, items, seen), chosen, inputs.ranker.candidate_rank_pct)
+
+
+def _block_features(
+    inputs: SeedSpreadInputs, shared: _Shared, model: AlsModel, candidates: pl.DataFrame, block: _Block, scratch: Path
+) -> pl.DataFrame:
+    """The block candidates' feature table, built as the features stage builds it (by user partition)."""
+    pairs_file, table_file = scratch / "candidates.parquet", scratch / "features.parquet"
+    write_parquet(candidates, pairs_file)
+    write_feature_table(
+        FeatureSources(
+            pairs=pairs_file,
+            history=inputs.train,
+            users=inputs.users,
+            items=inputs.items,
+            item_daily=inputs.item_daily,
+            als_model=model,
+            catalogue=block.catalogue,
+        ),
+        table_file,
         threshold=inputs.label.threshold,
         smoothing=inputs.features.popularity_smoothing,
         daily_window_days=inputs.features.daily_window_days,
-        label_columns=label_columns,
+        compute=LOCAL_COMPUTE,
         latest_serving_date=inputs.latest_serving_date,
+        history_stats_cache=shared.train_stats,
     )
+    return pl.read_parquet(table_file)
 
 
-def _train_table(inputs: SeedSpreadInputs, model: AlsModel) -> pl.DataFrame:
-    """features@train with its ALS columns recomputed from ``model`` (the others do not depend on the seed)."""
-    frame = inputs.train_table.frame
-    als = als_pair_features(
-        model,
-        frame.select(Columns.user, Columns.item),
-        inputs.items[Columns.item].to_numpy(),
-        seen=seen_matrix(model, inputs.history),
-    )
-    replaced = [c for c in als.columns if c not in (Columns.user, Columns.item)]
-    return frame.drop(replaced).join(als, on=[Columns.user, Columns.item], how="left", maintain_order="left").select(frame.columns)
-
-
-def seed_run(inputs: SeedSpreadInputs, seed: int) -> dict[str, dict[str, dict[str, float]]]:
+def seed_run(inputs: SeedSpreadInputs, seed: int, shared: _Shared | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """Retrain ALS (both fits) and the ranker with ``seed``; ``{block: {model: {metric: value}}}``."""
+    shared = shared or _shared(inputs)
     als_params = dataclasses.replace(inputs.als, random_state=seed)
-    als_history, _ = fit_als(inputs.history, als_params, threshold=inputs.label.threshold)
-    als_train, _ = fit_als(inputs.train, als_params, threshold=inputs.label.threshold)
-    table = inputs.train_table
+    als_history, _ = fit_als(_scan_views(inputs.history), als_params, threshold=inputs.label.threshold)
+    als_train, _ = fit_als(_scan_views(inputs.train), als_params, threshold=inputs.label.threshold)
+    features = list(inputs.features_list)
     ranker = train_ranker(
-        _train_table(inputs, als_history), table.features, table.categorical, dataclasses.replace(inputs.ranker, seed=seed)
+        pl.concat(list(_ranker_rows(inputs, shared, als_history, seed)), how="vertical", rechunk=True),
+        features,
+        list(inputs.categorical),
+        dataclasses.replace(inputs.ranker, seed=seed),
     )
     ks = [10]
+    train_rows = UserRowIndex(inputs.train)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for name, block in inputs.blocks.items():
-        grid = build_test_grid(block)
-        popularity = popularity_item_scores(inputs.train, grid.items, inputs.label.threshold, inputs.evaluate.popularity_smoothing)
+    for name, block in shared.blocks.items():
+        grid = block.grid
         als = item_scores(als_train, grid.users, grid.items)
         unknown = np.isnan(als).all(axis=1)  # served by popularity, as the candidates stage does
-        als = np.where(unknown[:, None], popularity[None, :], als)
-        candidates, _ = block_candidates(als_train, inputs.train, block, inputs.candidates.n)
-        features = _block_features(inputs, als_train, candidates, block)
-        reranked = features.frame.select(Columns.user, Columns.item).with_columns(
+        als = np.where(unknown[:, None], block.popularity[None, :], als)
+        candidates, _ = block_candidates(
+            als_train,
+            train_rows,
+            block.rows,
+            inputs.candidates.n,
+            n_partitions=partition_count(train_rows.rows_of(block.rows.users), LOCAL_COMPUTE),
+            fallback=block.fallback,
+        )
+        with tempfile.TemporaryDirectory(prefix="seed-spread-") as scratch:
+            table = _block_features(inputs, shared, als_train, candidates, block, Path(scratch))
+        reranked = table.select(Columns.user, Columns.item).with_columns(
             pl.Series(Columns.score, ranker.booster.predict(
-                features.frame.select(pl.col(table.features).cast(pl.Float32)).to_numpy(),
+                table.select(pl.col(features).cast(pl.Float32)).to_numpy(),
                 num_iteration=ranker.best_iteration, num_threads=inputs.ranker.num_threads,
             ))
         )  # fmt: skip
@@ -141,7 +259,8 @@ def seed_run(inputs: SeedSpreadInputs, seed: int) -> dict[str, dict[str, dict[st
 
 def seed_spread(inputs: SeedSpreadInputs, seeds: Sequence[int]) -> dict[str, Any]:
     """Every seed's run and, per block, model and metric, :func:`summarise` of the values."""
-    runs = {int(seed): seed_run(inputs, int(seed)) for seed in seeds}
+    shared = _shared(inputs)
+    runs = {int(seed): seed_run(inputs, int(seed), shared) for seed in seeds}
     blocks: dict[str, Any] = {}
     for block in inputs.blocks:
         blocks[block] = {

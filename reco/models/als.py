@@ -93,6 +93,8 @@ from reco.params import AlsParams, as_dict  # noqa: E402
 from reco.schema import Columns  # noqa: E402
 
 CONFIDENCE_KINDS: Final[tuple[str, ...]] = ("binary", "watch_ratio", "log1p_watch_ratio", "signed")
+# The columns of a training set that ALS reads (the train_als stage and the seed spread scan these).
+INPUT_COLUMNS: Final[tuple[str, ...]] = (Columns.user, Columns.item, Columns.watch_ratio, Columns.label_ratio)
 WATCH_RATIO_CAP: Final = 10.0  # cap of ``v`` for the ``watch_ratio`` confidence
 
 USER_FACTORS_FILE: Final = "user_factors.npy"

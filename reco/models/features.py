@@ -934,7 +934,14 @@ def training_partition(
     still lists every user and the ranker samples exactly the users it samples from the whole
     table.
     """
-    rows = table.scan(users, row_index=ROW).collect()
+    return training_rows(table.scan(users, row_index=ROW).collect(), chosen, candidate_rank_pct)
+
+
+def training_rows(rows: pl.DataFrame, chosen: np.ndarray, candidate_rank_pct: float) -> pl.DataFrame:
+    """:func:`training_partition` of a partition already read: ``rows`` carry the file's row index ``_row``.
+
+    Used as is by the seed spread, which first recomputes the partition's ALS columns.
+    """
     is_chosen = pl.col(Columns.user).is_in(pl.Series(chosen, dtype=rows.schema[Columns.user]).implode())
     keep = is_chosen
     if candidate_rank_pct < 1 and "als_rank_pct" in rows.columns:
