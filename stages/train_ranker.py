@@ -35,7 +35,7 @@ def main() -> None:
     params, compute = load_section("ranker"), load_section("compute")
     spec = json.loads((FEATURES_DIR / "features.json").read_text(encoding="utf-8"))
     index = UserRowIndex(FEATURES_DIR / "table.parquet")
-    # the users prepare_training_parts draws from the whole table (it draws them again, the same)
+    # the users prepare_training_parts draws from the whole table (it draws them again from index.users)
     train_users, valid_users = sample_users(index.users, params.train_users, params.valid_fraction, params.seed)
     chosen = np.union1d(train_users, valid_users)
     with compute_client(compute) as client:
@@ -43,9 +43,11 @@ def main() -> None:
         if client is not None:
             from reco.models.ranker_dask import train_ranker_dask
 
-            ranker = train_ranker_dask(table, spec["features"], spec["categorical"], params, compute, client=client)
+            ranker = train_ranker_dask(
+                table, spec["features"], spec["categorical"], params, compute, client=client, users=index.users
+            )
         else:
-            ranker = train_ranker(table, spec["features"], spec["categorical"], params)
+            ranker = train_ranker(table, spec["features"], spec["categorical"], params, users=index.users)
     # The ranker saw the reduced table; the labelled rows are those of the whole table.
     ranker.summary["labelled_rows"] = index.n_rows
     save_ranker(ranker, MODEL_DIR)

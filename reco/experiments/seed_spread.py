@@ -105,9 +105,10 @@ class _Block:
 
 @dataclass(frozen=True)
 class _Shared:
-    """Seed-independent data, computed once: history pairs, training statistics, the blocks."""
+    """Seed-independent data, computed once: where each user's history lies, training statistics, the blocks."""
 
-    history_pairs: pl.DataFrame  # distinct (user, video) pairs of the history: what a user has watched
+    history: UserRowIndex  # the history's rows by user: what a partition's users have watched
+    train_table: UserRowIndex  # features@train's table by user: the ranker's rows and its users
     train_stats: HistoryStats
     blocks: Mapping[str, _Block]
 
@@ -153,13 +154,15 @@ def _shared(inputs: SeedSpreadInputs) -> _Shared:
             catalogue=catalogue,
         )
     del popularity_views
-    history_pairs = (
-        pl.scan_parquet(inputs.history).select(Columns.user, Columns.item).unique().collect(engine="streaming")
-    )
     stats = history_stats(
         train, inputs.label.threshold, n_partitions=partition_count(train.n_rows, LOCAL_COMPUTE)
     )
-    return _Shared(history_pairs=history_pairs, train_stats=stats, blocks=blocks)
+    return _Shared(
+        history=UserRowIndex(inputs.history),
+        train_table=UserRowIndex(inputs.train_table),
+        train_stats=stats,
+        blocks=blocks,
+    )
 
 
 def _with_als_columns(rows: pl.DataFrame, model: AlsModel, items: np.ndarray, seen: scipy.sparse.csr_matrix) -> pl.DataFrame:
@@ -172,18 +175,20 @@ def _with_als_columns(rows: pl.DataFrame, model: AlsModel, items: np.ndarray, se
 def _ranker_rows(inputs: SeedSpreadInputs, shared: _Shared, model: AlsModel, seed: int) -> Iterator[pl.DataFrame]:
     """features@train with the seed's ALS columns, reduced to the rows the ranker with ``seed`` learns from.
 
-    One user partition at a time: its ALS columns are recomputed, then
+    One user partition at a time: its ALS columns are recomputed (watched videos from the
+    partition users' own history rows, as the features stage reads them), then
     :func:`reco.models.features.training_rows` keeps the sampled users' candidate-like rows (by
-    the new ALS rank) and one stand-in row per other user, exactly as the train_ranker stage
-    reduces the table, so the ranker sees the rows it would see in the whole recomputed table.
+    the new ALS rank), exactly as the train_ranker stage reduces the table; given the table's
+    users, the ranker sees the rows it would see in the whole recomputed table.
     """
-    table = UserRowIndex(inputs.train_table)
+    table = shared.train_table
     train_users, valid_users = sample_users(table.users, inputs.ranker.train_users, inputs.ranker.valid_fraction, seed)
     chosen = np.union1d(train_users, valid_users)
-    seen = seen_matrix(model, shared.history_pairs)
     items = inputs.items[Columns.item].to_numpy()
     for users in user_partitions(table.users, partition_count(table.n_rows, LOCAL_COMPUTE)):
         rows = table.scan(users, row_index=ROW).collect()
+        # only these users' rows of the seen matrix are read: the whole history's pairs never in memory
+        seen = seen_matrix(model, shared.history.scan(users, [Columns.user, Columns.item]).collect())
         yield training_rows(_with_als_columns(rows, model, items, seen), chosen, inputs.ranker.candidate_rank_pct)
 
 
@@ -226,6 +231,7 @@ def seed_run(inputs: SeedSpreadInputs, seed: int, shared: _Shared | None = None)
         features,
         list(inputs.categorical),
         dataclasses.replace(inputs.ranker, seed=seed),
+        users=shared.train_table.users,
     )
     ks = [10]
     train_rows = UserRowIndex(inputs.train)

@@ -925,14 +925,13 @@ def training_partition(
     chosen: np.ndarray,
     candidate_rank_pct: float,
 ) -> pl.DataFrame:
-    """The rows of one user partition of a training table that the ranker can use, plus one row per other user.
+    """The rows of one user partition of a training table that the ranker can use.
 
     Keeps the rows of the ``chosen`` (sampled) users that pass the candidate cut of
     :func:`reco.models.ranker.prepare_training_parts` (the ALS rank percentile at most
-    ``candidate_rank_pct``, or unknown to ALS). Every other user keeps exactly one row, the first
-    (of a chosen user without a candidate-like row: one that the cut drops again), so the table
-    still lists every user and the ranker samples exactly the users it samples from the whole
-    table.
+    ``candidate_rank_pct``, or unknown to ALS); every other row is dropped. The ranker then
+    draws its users from the whole table's user list (its ``users`` argument), not from these
+    rows.
     """
     return training_rows(table.scan(users, row_index=ROW).collect(), chosen, candidate_rank_pct)
 
@@ -942,17 +941,12 @@ def training_rows(rows: pl.DataFrame, chosen: np.ndarray, candidate_rank_pct: fl
 
     Used as is by the seed spread, which first recomputes the partition's ALS columns.
     """
-    is_chosen = pl.col(Columns.user).is_in(pl.Series(chosen, dtype=rows.schema[Columns.user]).implode())
-    keep = is_chosen
+    keep = pl.col(Columns.user).is_in(pl.Series(chosen, dtype=rows.schema[Columns.user]).implode())
     if candidate_rank_pct < 1 and "als_rank_pct" in rows.columns:
         # the same expression as prepare_training_parts: pairs unknown to ALS (null rank) stay
         rank = pl.col("als_rank_pct")
-        keep = is_chosen & (rank.is_null() | (rank <= candidate_rank_pct))
-    marked = rows.with_columns(keep.alias("_keep"))
-    kept_users = marked.filter(pl.col("_keep")).select(Columns.user).unique()
-    first_rows = pl.col(ROW) == pl.col(ROW).min().over(Columns.user)
-    stand_ins = marked.join(kept_users, on=Columns.user, how="anti").filter(first_rows)
-    return pl.concat([marked.filter(pl.col("_keep")), stand_ins]).sort(ROW).drop(ROW, "_keep")
+        keep = keep & (rank.is_null() | (rank <= candidate_rank_pct))
+    return rows.filter(keep).sort(ROW).drop(ROW)
 
 
 def ranker_training_table(
@@ -966,11 +960,11 @@ def ranker_training_table(
     """The part of a training feature table the ranker reads, without loading the whole table.
 
     :func:`reco.models.ranker.prepare_training_parts` samples ``ranker.train_users`` users from
-    every user of the table (the caller draws them the same way, ``chosen``, with
-    :func:`reco.models.ranker.sample_users` on ``table.users``) and keeps their candidate-like rows
-    (``ranker.candidate_rank_pct``). This reads the table one user partition at a time
-    (:func:`training_partition`, Dask tasks with a ``client``) and keeps just those rows plus one
-    stand-in row per other user, so the ranker draws the same users and learns from the same rows:
+    every user of the table and keeps their candidate-like rows (``ranker.candidate_rank_pct``).
+    The caller draws the same users, ``chosen``, with :func:`reco.models.ranker.sample_users` on
+    ``table.users``; this reads the table one user partition at a time
+    (:func:`training_partition`, Dask tasks with a ``client``) and keeps just those rows. Given
+    ``users=table.users``, the ranker then draws the same users and learns from the same rows:
     the same model, from a fraction of the table.
 
     Parameters
@@ -994,6 +988,7 @@ def ranker_training_table(
     >>> index = UserRowIndex("data/features/train/table.parquet")  # doctest: +SKIP
     >>> train, valid = sample_users(index.users, params.train_users, params.valid_fraction, params.seed)  # doctest: +SKIP
     >>> rows = ranker_training_table(index, np.union1d(train, valid), 0.06, compute=compute)  # doctest: +SKIP
+    >>> ranker = train_ranker(rows, features, categorical, params, users=index.users)  # doctest: +SKIP
     """
     parts = map_user_partitions(
         client,

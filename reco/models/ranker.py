@@ -145,11 +145,16 @@ class TrainingParts:
     labelled_rows: int
 
 
-def prepare_training_parts(table: pl.DataFrame, features: list[str], params: RankerParams) -> TrainingParts:
+def prepare_training_parts(
+    table: pl.DataFrame, features: list[str], params: RankerParams, users: np.ndarray | None = None
+) -> TrainingParts:
     """Sample the users, cut to candidate-like rows, split users into train and validation parts.
 
     Shared by the local fit (:func:`train_ranker`) and the distributed one
     (:func:`reco.models.ranker_dask.train_ranker_dask`), so both learn from the same rows.
+    ``users`` are the ids to draw from (default: the users of ``table``); a table already
+    reduced to the sampled users' rows (:func:`reco.models.features.ranker_training_table`)
+    passes the whole table's users, so the same users are drawn.
 
     Raises
     ------
@@ -161,7 +166,8 @@ def prepare_training_parts(table: pl.DataFrame, features: list[str], params: Ran
         raise InputDataError("ranker training table", f"missing columns {missing}")
     labelled_rows = table.height
     # Users are split before the cut, so the train/valid split does not move with candidate_rank_pct.
-    train_users, valid_users = sample_users(table[Columns.user].to_numpy(), params.train_users, params.valid_fraction, params.seed)
+    pool = table[Columns.user].to_numpy() if users is None else np.asarray(users)
+    train_users, valid_users = sample_users(pool, params.train_users, params.valid_fraction, params.seed)
     if params.candidate_rank_pct < 1:
         if "als_rank_pct" not in table.columns:
             raise InputDataError(
@@ -185,9 +191,15 @@ def prepare_training_parts(table: pl.DataFrame, features: list[str], params: Ran
 
 
 def train_ranker(
-    table: pl.DataFrame, features: list[str], categorical: list[str], params: RankerParams
+    table: pl.DataFrame,
+    features: list[str],
+    categorical: list[str],
+    params: RankerParams,
+    users: np.ndarray | None = None,
 ) -> TrainedRanker:
     """Fit the ranker on a feature table with ``label`` and ``relevance`` columns (in this process).
+
+    ``users``: the ids the ranker's users are drawn from (see :func:`prepare_training_parts`).
 
     ``compute.engine: dask`` trains with LightGBM's distributed training instead:
     :func:`reco.models.ranker_dask.train_ranker_dask` (same rows, same saved format).
@@ -198,7 +210,7 @@ def train_ranker(
         If the table lacks labels, a feature column, or has no positive in either part.
     """
     lgb = import_lightgbm()
-    prepared = prepare_training_parts(table, features, params)
+    prepared = prepare_training_parts(table, features, params, users)
     parts = {name: (prepared.frames[name], prepared.labels[name]) for name in ("train", "valid")}
     labelled_rows, train_users, valid_users = prepared.labelled_rows, prepared.train_users, prepared.valid_users
     datasets = {}

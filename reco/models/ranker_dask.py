@@ -380,6 +380,7 @@ def train_ranker_dask(
     compute: ComputeParams,
     client: Client | None = None,
     *,
+    users: np.ndarray | None = None,
     lost_worker_retries: int = DEFAULT_LOST_WORKER_RETRIES,
 ) -> TrainedRanker:
     """Fit the ranker with ``lightgbm.dask.DaskLGBMRanker``; same inputs and result as ``train_ranker``.
@@ -418,7 +419,7 @@ def train_ranker_dask(
     >>> save_ranker(ranker, Path("models/ranker"))  # doctest: +SKIP
     """
     lgb_dask = import_lightgbm_dask()
-    parts = prepare_training_parts(table, features, params)  # bad input fails before any cluster is contacted
+    parts = prepare_training_parts(table, features, params, users)  # bad input fails before any cluster is contacted
     if client is None:
         with dask_client(compute) as own_client:
             booster = _fit_with_retries(own_client, lgb_dask, parts, features, categorical, params, lost_worker_retries)

@@ -335,7 +335,10 @@ def test_the_ranker_reads_only_its_rows_and_gets_the_same_training_parts(
     assert index.n_rows == table.height
     if candidate_rank_pct < 1:
         assert reduced.height < table.height
-    whole, part = prepare_training_parts(table, ["signal"], params), prepare_training_parts(reduced, ["signal"], params)
+    # only the sampled users' rows are read; the ranker draws its users from the whole table's list
+    assert set(reduced[Columns.user].unique().to_list()) <= set(np.union1d(train, valid).tolist())
+    whole = prepare_training_parts(table, ["signal"], params)
+    part = prepare_training_parts(reduced, ["signal"], params, users=index.users)
     for name in ("train", "valid"):
         assert part.frames[name].equals(whole.frames[name])
         np.testing.assert_array_equal(part.labels[name], whole.labels[name])
