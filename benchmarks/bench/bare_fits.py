@@ -5,8 +5,10 @@ the pipeline's own data and params:
 
 * ALS: the confidence matrix is rebuilt with ``reco.models.als.build_confidence_matrix`` and the id
   maps of the pipeline's saved model, then only ``AlternatingLeastSquares(...).fit`` is timed (BLAS
-  limited to 1 thread as in the pipeline; implicit's default ``calculate_training_loss=False``);
-  ``factors_max_abs_diff`` compares the factors with the pipeline's (0 = same fit).
+  limited to 1 thread as in the pipeline; implicit's default ``calculate_training_loss=False``),
+  in the pipeline's dtype (float64 on the CPU, as ``fit_als``);
+  ``factors_max_abs_diff`` compares the factors, quantised as the pipeline saves them, with the
+  pipeline's (0 = same fit).
 * LightGBM: only ``lightgbm.train`` is timed, inside the project's ``train_ranker`` (same datasets,
   params and early stopping); ``best_iteration`` is checked against the pipeline's.
 
@@ -56,7 +58,7 @@ def worker_als(work: Path, key: str, interactions_path: str) -> dict[str, Any]:
     from implicit.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from reco.models.als import build_confidence_matrix, load_als
+    from reco.models.als import build_confidence_matrix, load_als, quantise_factors
     from reco.params import load_section
     from reco.schema import Columns
 
@@ -73,20 +75,21 @@ def worker_als(work: Path, key: str, interactions_path: str) -> dict[str, Any]:
             factors=als.factors,
             regularization=als.regularization,
             alpha=1.0,  # the matrix already holds 1 + alpha * v (as in fit_als)
-            dtype=np.float32,
+            dtype=np.float32 if als.use_gpu else np.float64,  # as fit_als: float64 on the CPU
             use_gpu=als.use_gpu,
             iterations=als.iterations,
             num_threads=als.num_threads,
             random_state=als.random_state,
         )
+        fit_matrix = matrix if als.use_gpu else matrix.astype(np.float64)  # converted outside the timing
         started = time.perf_counter()
-        model.fit(matrix, show_progress=False)
+        model.fit(fit_matrix, show_progress=False)
         fit_s = time.perf_counter() - started
         if als.use_gpu:
             model = model.to_cpu()
     diff = max(
-        float(np.max(np.abs(np.asarray(model.user_factors) - pipeline_model.user_factors), initial=0.0)),
-        float(np.max(np.abs(np.asarray(model.item_factors) - pipeline_model.item_factors), initial=0.0)),
+        float(np.max(np.abs(quantise_factors(model.user_factors) - pipeline_model.user_factors), initial=0.0)),
+        float(np.max(np.abs(quantise_factors(model.item_factors) - pipeline_model.item_factors), initial=0.0)),
     )
     return {
         "fit": f"als@{key}",
