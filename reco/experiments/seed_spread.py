@@ -36,7 +36,7 @@ from reco.compute import UserRowIndex, partition_count, user_partitions
 from reco.evaluation.evaluate import TestGrid, build_test_grid, evaluate_models, two_stage_scores
 from reco.io import write_parquet
 from reco.models.als import INPUT_COLUMNS, AlsModel, fit_als, item_scores
-from reco.models.baselines import popularity_item_scores
+from reco.models.baselines import popularity_scores, view_counts
 from reco.models.candidates import block_candidates, popularity_fallback
 from reco.models.features import (
     ROW,
@@ -108,6 +108,7 @@ class _Shared:
     """Seed-independent data, computed once: where each user's history lies, training statistics, the blocks."""
 
     history: UserRowIndex  # the history's rows by user: what a partition's users have watched
+    train: UserRowIndex  # the training views by user: the candidates' and the block features' history
     train_table: UserRowIndex  # features@train's table by user: the ranker's rows and its users
     train_stats: HistoryStats
     blocks: Mapping[str, _Block]
@@ -134,10 +135,8 @@ def _scan_views(path: Path) -> pl.LazyFrame:
 
 def _shared(inputs: SeedSpreadInputs) -> _Shared:
     train = UserRowIndex(inputs.train)
-    train_schema = train.schema
-    rated = [c for c in (Columns.item, Columns.label_ratio, Columns.watch_ratio) if c in train_schema]
-    # popularity reads one column pair of every training view: 12 bytes a view, once
-    popularity_views = pl.scan_parquet(inputs.train).select(rated).collect(engine="streaming")
+    # popularity's per-video positive and total views: one aggregation of the training views, for both blocks
+    counts = view_counts(pl.scan_parquet(inputs.train), inputs.label.threshold)
     blocks = {}
     for name, path in inputs.blocks.items():
         block = pl.read_parquet(path)  # one block: its users x videos, a fixed size whatever the logs
@@ -147,18 +146,16 @@ def _shared(inputs: SeedSpreadInputs) -> _Shared:
         blocks[name] = _Block(
             rows=rows,
             grid=grid,
-            popularity=popularity_item_scores(
-                popularity_views, grid.items, inputs.label.threshold, inputs.evaluate.popularity_smoothing
-            ),
+            popularity=popularity_scores(counts, grid.items, inputs.evaluate.popularity_smoothing),
             fallback=popularity_fallback(pl.scan_parquet(inputs.train), catalogue),
             catalogue=catalogue,
         )
-    del popularity_views
     stats = history_stats(
         train, inputs.label.threshold, n_partitions=partition_count(train.n_rows, LOCAL_COMPUTE)
     )
     return _Shared(
         history=UserRowIndex(inputs.history),
+        train=train,
         train_table=UserRowIndex(inputs.train_table),
         train_stats=stats,
         blocks=blocks,
@@ -234,7 +231,7 @@ def seed_run(inputs: SeedSpreadInputs, seed: int, shared: _Shared | None = None)
         users=shared.train_table.users,
     )
     ks = [10]
-    train_rows = UserRowIndex(inputs.train)
+    train_rows = shared.train
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name, block in shared.blocks.items():
         grid = block.grid
