@@ -1,4 +1,10 @@
-"""Shared fixtures: the repository root and the real KuaiRec side files in ``../shared``."""
+"""Shared fixtures: the repository root, the real KuaiRec side files in ``../shared``, the tiny pipeline.
+
+``tiny_pipeline`` is the tiny simulator profile (``project_copy.TINY_OVERRIDES``) built once per test
+session with ``dvc repro`` in a temporary git + DVC repository; tests only read it.
+``tiny_pipeline_copy`` is a fresh ``cp -a`` of it (git, DVC cache and outputs included, so
+``dvc status`` is clean) for a test that edits params, code or outputs.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+from project_copy import build_tiny_pipeline, copy_built  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("RECO_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -26,3 +33,15 @@ def kuairec_real_dir() -> Path:
     if not KUAIREC_REAL_DIR.is_dir():
         pytest.fail(f"real KuaiRec fixtures not found at {KUAIREC_REAL_DIR}; CI provides ../shared beside the repo")
     return KUAIREC_REAL_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline, built once per session (git + DVC, ``dvc repro`` done). Read-only: never edit it."""
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline") / "repo")
+
+
+@pytest.fixture
+def tiny_pipeline_copy(tiny_pipeline: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the built tiny pipeline (git, DVC cache, outputs), for a test that modifies it."""
+    return copy_built(tiny_pipeline, tmp_path / "repo")

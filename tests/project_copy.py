@@ -1,7 +1,8 @@
 """Temporary copies of the project, for tests that run stage scripts or DVC as subprocesses.
 
-Shared by ``test_pipeline.py`` (the whole tiny pipeline under DVC), ``test_bad_inputs.py`` (one
-stage script at a time) and ``data/test_interrupted_runs.py`` (SIGKILLed stages under DVC).
+Shared by ``conftest.py`` (the tiny pipeline built once under DVC, :data:`TINY_OVERRIDES`),
+``test_bad_inputs.py`` (one stage script at a time) and ``data/test_interrupted_runs.py`` (SIGKILLed
+stages under DVC).
 
 Examples
 --------
@@ -25,6 +26,18 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("reco", "stages")
 DVC_FILES = ("dvc.yaml", ".dvcignore")
+# The tiny simulator profile every pipeline test runs (test_pipeline.py, the shared ``tiny_pipeline``
+# fixture of conftest.py, the Dask, remote and CPU-path tests): small enough for CI, explicit so that a
+# change of the committed params does not silently change what the tests run.
+TINY_OVERRIDES: dict[str, Any] = {
+    "data": {"profile": "tiny"},
+    "evaluate": {"ks": [5, 10, 20], "top_k_output": 10},
+    "candidates": {"n": 30},
+    "als": {"factors": 16, "iterations": 8},
+    "ranker": {"train_users": 200, "n_estimators": 60, "min_data_in_leaf": 20, "num_leaves": 15},
+    # 42 is the pipeline's own als.random_state and ranker.seed: that run must reproduce the headline models
+    "seed_spread": {"seeds": [1, 42]},
+}
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "test",
     "GIT_AUTHOR_EMAIL": "test@example.invalid",
@@ -106,3 +119,18 @@ def init_repo(workdir: Path, message: str) -> None:
     dvc("config", "core.check_update", "false", cwd=workdir)
     run(["git", "add", "-A"], cwd=workdir, check=True)
     run(["git", "commit", "-qm", message], cwd=workdir, check=True)
+
+
+def build_tiny_pipeline(dest: Path, message: str = "tiny pipeline") -> Path:
+    """Copy the project with :data:`TINY_OVERRIDES` (and ``plots/``), make it a git + DVC repo, ``dvc repro``."""
+    workdir = copy_project(dest, overrides=TINY_OVERRIDES, extra_dirs=("plots",))
+    init_repo(workdir, message)
+    dvc("repro", cwd=workdir)
+    return workdir
+
+
+def copy_built(src: Path, dest: Path) -> Path:
+    """A full copy of a built project (``cp -a``: git, ``.dvc/cache``, outputs and their mtimes)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    run(["cp", "-a", str(src), str(dest)], cwd=dest.parent, check=True)
+    return dest

@@ -17,17 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from project_copy import REPO, copy_project, dvc, init_repo, merge_params
+from project_copy import TINY_OVERRIDES, copy_built, dvc, merge_params  # noqa: F401 (TINY_OVERRIDES: re-exported)
 
-TINY_OVERRIDES = {
-    "data": {"profile": "tiny"},
-    "evaluate": {"ks": [5, 10, 20], "top_k_output": 10},
-    "candidates": {"n": 30},
-    "als": {"factors": 16, "iterations": 8},
-    "ranker": {"train_users": 200, "n_estimators": 60, "min_data_in_leaf": 20, "num_leaves": 15},
-    # 42 is the pipeline's own als.random_state and ranker.seed: that run must reproduce the headline models
-    "seed_spread": {"seeds": [1, 42]},
-}
 MODELS = {
     "random", "popularity", "duration", "duration_popularity", "popularity_within_duration", "als", "ranker",
     "oracle", "oracle_watch_ratio", "oracle_item", "oracle_item_watch_ratio",
@@ -51,12 +42,9 @@ def digest_outputs(workdir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # plots/: the page and Vega-Lite templates used by the top-level `plots:` of dvc.yaml
-    workdir = copy_project(tmp_path_factory.mktemp("pipeline"), overrides=TINY_OVERRIDES, extra_dirs=("plots",))
-    init_repo(workdir, "tiny pipeline")
-    dvc("repro", cwd=workdir)
-    return workdir
+def pipeline(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The tests below edit params and code and rerun stages: a copy of the session's built tiny pipeline.
+    return copy_built(tiny_pipeline, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
 def test_metrics_layout_and_model_order(pipeline: Path) -> None:
