@@ -1,68 +1,12 @@
-"""Dask as the scale-out engine: one cluster per stage, work split by user, deterministic results.
+"""The compute engine: per-user work run over user partitions, here or as Dask tasks, with deterministic results.
 
-``params.yaml``'s ``compute`` section (:class:`~reco.params.ComputeParams`) picks the engine. With
-``engine: dask`` a stage opens :func:`dask_client` once and hands the client to the steps that
-scale out:
-
-- :func:`map_user_partitions` runs one function per *user partition* (users split into contiguous
-  sorted id ranges, :func:`user_partitions`), one Dask task each, and returns the results in
-  partition order. It is the local polars code called per partition, not a second
-  implementation: the function gets the users of its partition and the slices of the per-user
-  frames that belong to them.
-- Large objects every partition reads (ALS item factors, item tables) are scattered to every
-  worker **once** (``broadcast``), not shipped again with each task.
-- :func:`tree_reduce` combines per-partition partial aggregates (item-level counts and sums)
-  pairwise in a fixed tree, on the workers or locally; the tree depends only on the number of
-  partials, so a floating-point sum comes out the same whichever worker finishes first.
-
-Determinism: partitions are a pure function of the user ids and ``compute.user_partitions``,
-results are concatenated in partition order and reductions follow a fixed tree, so a stage's
-output never depends on scheduling. Item aggregates that must match ``engine: local`` bit for bit
-are best kept as integer counts (exact in any order), with rates divided out after the
-reduction; a float sum that must match too is reduced with :func:`tree_reduce` in both engines.
-
-Threads: every worker runs implicit, LightGBM and polars with a fixed number of threads
-(:func:`worker_environment`), so ``workers`` x ``threads_per_worker`` threads never oversubscribe
-the cores the way k workers each starting one thread per core would.
-
-Lost workers: the scheduler reruns a task whose worker died up to ``lost_worker_retries`` times
-(``distributed.scheduler.allowed-failures``); a partition whose scattered input slice died with
-the worker is scattered again from the client and resubmitted as often. After that
-:func:`map_user_partitions` raises a :class:`ComputeError` naming the partition. Stages write the
-gathered result (and a task that writes a file writes it) with :mod:`reco.io`'s atomic writers,
-so neither a failed run nor a killed task leaves a half-written output.
-
-Per-user float aggregates: polars sums a group whose rows are scattered through the frame in an
-order that depends on the other rows, so run per partition they can differ in the last bit from
-one run over all users. Sorting the per-user frame by user (``maintain_order=True``) first makes
-every user's rows one contiguous run and the sums identical (tests/test_compute.py checks it).
-Sums that must not depend on the layout, the thread count or the engine at all (the streaming
-engine sums in yet another order) use :func:`exact_sum`: float64 values as Int128 counts of
-2**-64, added exactly, turned back into the correctly rounded float64 sum.
-
-Bounded memory (the same code serves both engines):
-
-- :class:`UserRowIndex` records where each user's rows lie in a parquet file (one streaming pass
-  over its user column); a partition then reads only its users' rows, a slice of the file when
-  it is sorted by user (every interaction file of the pipeline is). :class:`FrameRows` gives a
-  frame already in memory the same interface.
-- :func:`partition_count`: at least ``compute.user_partitions`` partitions, more for a large
-  input (:data:`PARTITION_ROWS` rows each), so a partition's memory does not grow with the logs.
-- :func:`iter_user_partitions` hands the results over one at a time (a bounded number in
-  flight on the cluster); :func:`write_parquet_partitions` streams them into one parquet file
-  with the bytes :func:`reco.io.write_parquet` gives the whole frame.
-
-Examples
---------
->>> import numpy as np, polars as pl
->>> from reco.params import parse_section
->>> views = pl.DataFrame({"user_id": [3, 1, 2, 3], "video_id": [7, 7, 8, 9]})
->>> def count_views(users, views):
-...     return views.group_by("user_id").len().sort("user_id")
->>> with dask_client(parse_section("compute", {"engine": "dask"})) as client:  # doctest: +SKIP
-...     counts = concat_user_partitions(client, count_views, views["user_id"], 2, per_user={"views": views})
->>> counts.rows()  # doctest: +SKIP
-[(1, 1), (2, 1), (3, 2)]
+``params.yaml``'s ``compute`` section picks the engine: :func:`compute_client` gives ``None``
+(``engine: local``, run in this process) or a Dask client (:func:`dask_client`: a LocalCluster
+or an existing scheduler, with worker thread pools pinned by :func:`worker_environment`).
+:func:`map_user_partitions` and :func:`iter_user_partitions` call the same polars function once
+per user partition (:func:`reco.partitions.user_partitions`) and give the results in partition
+order, shared objects are broadcast once, and :func:`tree_reduce` combines partial aggregates in
+a fixed tree, so no output depends on scheduling. See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -72,7 +16,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -81,6 +25,7 @@ import polars as pl
 
 from reco.errors import PipelineError
 from reco.params import ComputeParams
+from reco.partitions import user_partitions
 from reco.schema import Columns
 
 if TYPE_CHECKING:
@@ -97,27 +42,15 @@ _SCATTER_PAUSE_S = 0.5
 
 # Names are the engine's, keep them stable: tests and the stage wiring refer to them.
 __all__ = [
-    "EXACT_SCALE",
-    "PARTITION_ROWS",
     "ComputeError",
-    "FrameRows",
     "PartitionError",
-    "UserRowIndex",
     "compute_client",
     "concat_user_partitions",
     "dask_client",
-    "exact_mean",
-    "exact_sum",
-    "exact_units",
-    "from_units",
     "iter_user_partitions",
     "map_user_partitions",
-    "parquet_row_groups",
-    "partition_count",
     "tree_reduce",
-    "user_partitions",
     "worker_environment",
-    "write_parquet_partitions",
 ]
 
 
@@ -308,38 +241,6 @@ def compute_client(params: ComputeParams, **options: Any) -> Iterator[Client | N
         yield client
 
 
-def user_partitions(user_ids: np.ndarray | pl.Series | Sequence[int], n_partitions: int) -> list[np.ndarray]:
-    """Split the distinct users into at most ``n_partitions`` contiguous, sorted id ranges.
-
-    The split depends only on the set of ids and ``n_partitions`` (equal user counts, the first
-    partitions one user larger when it does not divide), never on the cluster. Fewer users
-    than partitions give one partition per user.
-
-    Parameters
-    ----------
-    user_ids
-        User ids, repeated and unsorted allowed.
-    n_partitions
-        ``compute.user_partitions``.
-
-    Returns
-    -------
-    list[numpy.ndarray]
-        The sorted distinct ids of each partition, in id order; none is empty.
-
-    Examples
-    --------
-    >>> [p.tolist() for p in user_partitions([5, 1, 3, 3, 9, 7], 2)]
-    [[1, 3, 5], [7, 9]]
-    """
-    if n_partitions < 1:
-        raise ValueError(f"n_partitions must be >= 1, got {n_partitions}")
-    unique = np.unique(np.asarray(user_ids))
-    if len(unique) == 0:
-        return []
-    return [part for part in np.array_split(unique, min(n_partitions, len(unique))) if len(part)]
-
-
 def _slice_per_user(
     frames: Mapping[str, pl.DataFrame], partitions: Sequence[np.ndarray], user_column: str
 ) -> list[dict[str, pl.DataFrame]]:
@@ -497,9 +398,9 @@ def map_user_partitions(
     """Run ``fn`` once per user partition as Dask tasks; return the results in partition order.
 
     ``fn`` is called on a worker as ``fn(users, *args, **per_user_slices, **broadcast, **kwargs)``
-    where ``users`` are the sorted ids of its partition (:func:`user_partitions`). It must be
-    importable by the workers (a module-level function of ``reco``), and it is the same function
-    the local engine calls on all users at once.
+    where ``users`` are the sorted ids of its partition (:func:`~reco.partitions.user_partitions`).
+    It must be importable by the workers (a module-level function of ``reco``), and it is the same
+    function the local engine calls on all users at once.
 
     Parameters
     ----------
@@ -517,7 +418,8 @@ def map_user_partitions(
     per_user
         Frames with a ``user_column``: each task gets only its partition's rows, as a keyword
         argument of the same name (rows outside every partition's id range are dropped). Sort
-        them by user first if ``fn`` sums floats per user (see the module docstring).
+        them by user first (``maintain_order=True``) if ``fn`` sums floats per user: polars sums a
+        group whose rows are scattered in an order that depends on the other rows (docs/scaling.md).
     broadcast
         Large objects every task reads (item factors, item tables): scattered to every worker
         once and passed as keyword arguments.
@@ -653,9 +555,10 @@ def tree_reduce(partials: Sequence[Any], combine: Callable[[T, T], T], client: C
 
     The tree depends only on ``len(partials)``, so floating-point sums are identical from run to
     run and between the engines: the local engine reduces its per-partition partials (same
-    :func:`user_partitions`) with the same call. Partials gathered by :func:`map_user_partitions`
-    are usually small (one row per item) and reduced here; with a ``client`` each pair is
-    combined by a task instead (partials may then be futures; nothing is gathered until the root).
+    :func:`~reco.partitions.user_partitions`) with the same call. Partials gathered by
+    :func:`map_user_partitions` are usually small (one row per item) and reduced here; with a
+    ``client`` each pair is combined by a task instead (partials may then be futures; nothing is
+    gathered until the root).
 
     Parameters
     ----------
@@ -692,303 +595,3 @@ def tree_reduce(partials: Sequence[Any], combine: Callable[[T, T], T], client: C
         if isinstance(root, Future):
             return root.result()
     return root
-
-
-# --------------------------------------------------------------------------------------------------
-# Bounded memory: rows by user range, exact float sums, one parquet file from partition results
-# --------------------------------------------------------------------------------------------------
-
-PARTITION_ROWS = 2_000_000
-"""Input rows (logged views) a user partition holds at most, about: the per-partition memory bound.
-
-Stages use at least ``compute.user_partitions`` partitions, more when their input is larger
-(:func:`partition_count`): memory then grows with the users and videos, not the logged views."""
-
-EXACT_SCALE = 2.0**64
-"""Fixed-point unit of :func:`exact_units`: a float64 value is summed as an integer number of 2**-64."""
-
-
-def partition_count(n_rows: int, params: ComputeParams, rows_per_partition: int = PARTITION_ROWS) -> int:
-    """Number of user partitions for ``n_rows`` input rows: ``compute.user_partitions``, more for large inputs.
-
-    Outputs never depend on it (every per-user result is the same whatever the partitioning);
-    it bounds the rows one partition reads.
-
-    Examples
-    --------
-    >>> from reco.params import parse_section
-    >>> partition_count(25_000_000, parse_section("compute", {"user_partitions": 8}))
-    13
-    """
-    return max(params.user_partitions, -(-int(n_rows) // rows_per_partition))
-
-
-def exact_units(value: pl.Expr) -> pl.Expr:
-    """A float64 expression as an Int128 count of 2**-64 units: sums of it are exact in any order.
-
-    Every float64 of magnitude at least 2**-11 is a whole number of units (smaller ones are
-    rounded to the nearest unit, an absolute error below 2**-65); with magnitudes below 2**60 a
-    sum of 2**60 values cannot overflow. Integer addition is associative, so the sum is the same
-    whatever the row order, the partitioning, the thread count or the engine; :func:`from_units`
-    turns it back into the correctly rounded float64 sum.
-
-    Examples
-    --------
-    >>> frame = pl.DataFrame({"x": [0.1, 0.2, 0.3]})
-    >>> frame.select(from_units(exact_units(pl.col("x")).sum())).item() == 0.6
-    True
-    """
-    return (value.cast(pl.Float64) * EXACT_SCALE).round().cast(pl.Int128)
-
-
-def from_units(units: pl.Expr) -> pl.Expr:
-    """Float64 value of an Int128 count of :data:`EXACT_SCALE` units (correctly rounded)."""
-    return units.cast(pl.Float64) / EXACT_SCALE
-
-
-def exact_sum(value: pl.Expr) -> pl.Expr:
-    """The sum of a float64 expression, correctly rounded and independent of the order of the rows.
-
-    polars sums floats in an order that depends on the frame's layout and thread count (and
-    differently in the streaming engine); this aggregation does not.
-
-    Examples
-    --------
-    >>> pl.DataFrame({"x": [1e16, 1.0, -1e16, 1.0]}).select(exact_sum(pl.col("x"))).item()
-    2.0
-    """
-    return from_units(exact_units(value).sum())
-
-
-def exact_mean(value: pl.Expr) -> pl.Expr:
-    """:func:`exact_sum` over the number of non-null values; null when there is none (as polars' ``mean``).
-
-    Examples
-    --------
-    >>> pl.DataFrame({"x": [0.5, None, 1.0]}).select(exact_mean(pl.col("x"))).item()
-    0.75
-    """
-    count = value.count()
-    return pl.when(count > 0).then(exact_sum(value) / count.cast(pl.Float64))
-
-
-class UserRowIndex:
-    """Where each user's rows lie in a parquet file, from one streaming pass over its user column.
-
-    Interaction files are written sorted by user (prepare, split, candidates), so the rows of a
-    user range are one contiguous slice: :meth:`scan` then reads only the row groups holding it.
-    A file whose users are not grouped is still read correctly, by a filtered full scan.
-
-    Parameters
-    ----------
-    path
-        The parquet file.
-    user_column
-        Its user id column.
-
-    Attributes
-    ----------
-    users
-        Sorted distinct user ids (nulls are never part of a partition).
-    counts
-        Rows of each user (int64).
-    starts
-        First row of each user (int64).
-    grouped
-        True when the rows of each user are contiguous and the users ascending.
-    n_rows
-        Rows in the file.
-
-    Examples
-    --------
-    >>> index = UserRowIndex("data/split/train.parquet")  # doctest: +SKIP
-    >>> index.scan(index.users[:10], [Columns.user, Columns.item]).collect().height  # doctest: +SKIP
-    15233
-    """
-
-    def __init__(self, path: str | os.PathLike[str], user_column: str = Columns.user) -> None:
-        self.path = os.path.abspath(path)  # workers may run elsewhere in the tree
-        self.user_column = user_column
-        self.schema = pl.scan_parquet(self.path).collect_schema()
-        self.user_dtype = self.schema[user_column]
-        lazy = pl.scan_parquet(self.path, row_index_name="_row").select(user_column, "_row")
-        per_user, total = pl.collect_all(
-            [
-                lazy.drop_nulls(user_column)
-                .group_by(user_column)
-                .agg(pl.len().alias("n"), pl.col("_row").min().alias("first"))
-                .sort(user_column),
-                lazy.select(pl.len()),
-            ],
-            engine="streaming",
-        )
-        self.users = per_user[user_column].to_numpy()
-        self.counts = per_user["n"].to_numpy().astype(np.int64)
-        self.starts = per_user["first"].to_numpy().astype(np.int64)
-        self.n_rows = int(total.item())
-        expected_starts = np.concatenate(([0], np.cumsum(self.counts)[:-1])).astype(np.int64)
-        self.grouped = bool(self.counts.sum() == self.n_rows and np.array_equal(self.starts, expected_starts))
-
-    def rows_of(self, users: np.ndarray) -> int:
-        """Number of rows of ``users`` (ids absent from the file count 0)."""
-        position = np.searchsorted(self.users, users)
-        inside = position < len(self.users)
-        inside[inside] &= self.users[position[inside]] == np.asarray(users)[inside]
-        return int(self.counts[position[inside]].sum())
-
-    def scan(self, users: np.ndarray, columns: Sequence[str] | None = None, row_index: str | None = None) -> pl.LazyFrame:
-        """The rows of ``users`` (sorted ids), in file order; ``row_index`` names a column of file row numbers.
-
-        Reads only the slice of the file between the first and the last of ``users`` when the
-        file is grouped by user; filters a full scan otherwise.
-        """
-        users = np.asarray(users)
-        lazy = pl.scan_parquet(self.path, row_index_name=row_index)
-        if self.grouped and len(users) and len(self.users):
-            first, last = np.searchsorted(self.users, [users[0], users[-1]])
-            first = min(int(first), len(self.users) - 1)
-            last = min(int(last), len(self.users) - 1)
-            start = int(self.starts[first])
-            stop = int(self.starts[last] + self.counts[last])
-            lazy = lazy.slice(start, max(stop - start, 0))
-        wanted = pl.Series(users, dtype=self.user_dtype).implode()
-        selected = lazy.filter(pl.col(self.user_column).is_in(wanted))
-        if columns is not None:
-            selected = selected.select(*([row_index] if row_index else []), *columns)
-        return selected
-
-    def __repr__(self) -> str:
-        return f"UserRowIndex({self.path!r}, users={len(self.users)}, rows={self.n_rows}, grouped={self.grouped})"
-
-
-class FrameRows(UserRowIndex):
-    """An in-memory frame behind :class:`UserRowIndex`'s interface: the same per-partition code for both.
-
-    For inputs that are already in memory (tests, small tables); ``scan`` filters the frame.
-
-    Examples
-    --------
-    >>> rows = FrameRows(pl.DataFrame({"user_id": [2, 1, 2], "video_id": [7, 8, 9]}))
-    >>> rows.users.tolist(), rows.scan(np.array([2]), ["video_id"], row_index="_row").collect().rows()
-    ([1, 2], [(0, 7), (2, 9)])
-    """
-
-    def __init__(self, frame: pl.DataFrame, user_column: str = Columns.user) -> None:
-        self.frame = frame
-        self.path = "<memory>"
-        self.user_column = user_column
-        self.schema = frame.schema
-        self.user_dtype = frame.schema[user_column]
-        per_user = frame.lazy().drop_nulls(user_column).group_by(user_column).agg(pl.len().alias("n")).sort(user_column)
-        counts = per_user.collect()
-        self.users = counts[user_column].to_numpy()
-        self.counts = counts["n"].to_numpy().astype(np.int64)
-        self.starts = np.full(len(self.users), -1, dtype=np.int64)
-        self.n_rows = frame.height
-        self.grouped = False
-
-    def scan(self, users: np.ndarray, columns: Sequence[str] | None = None, row_index: str | None = None) -> pl.LazyFrame:
-        lazy = self.frame.lazy()
-        if row_index is not None:
-            lazy = lazy.with_row_index(row_index)
-        wanted = pl.Series(np.asarray(users), dtype=self.user_dtype).implode()
-        selected = lazy.filter(pl.col(self.user_column).is_in(wanted))
-        if columns is not None:
-            selected = selected.select(*([row_index] if row_index else []), *columns)
-        return selected
-
-    def __repr__(self) -> str:
-        return f"FrameRows(users={len(self.users)}, rows={self.n_rows})"
-
-
-def parquet_row_groups(n_rows: int) -> list[int]:
-    """The row-group sizes :func:`reco.io.write_parquet` gives a frame of ``n_rows`` rows (one chunk).
-
-    polars splits a frame into row groups by its height only (not its columns or dtypes); this
-    asks polars itself, by writing a column of ``n_rows`` zero bytes to memory.
-
-    Examples
-    --------
-    >>> parquet_row_groups(100), parquet_row_groups(200_000)
-    ([100], [100000, 100000])
-    """
-    import io
-
-    import pyarrow.parquet as pq
-
-    if n_rows == 0:
-        return []
-    buffer = io.BytesIO()
-    pl.DataFrame({"_": pl.zeros(n_rows, pl.Int8, eager=True)}).write_parquet(
-        buffer, compression="uncompressed", statistics=False
-    )
-    buffer.seek(0)
-    metadata = pq.ParquetFile(buffer).metadata
-    return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-
-
-def _row_groups(frames: Iterable[pl.DataFrame], sizes: Sequence[int]) -> Iterator[pl.DataFrame]:
-    """Re-cut a stream of frames into frames of exactly ``sizes`` rows (the last partial frame included)."""
-    pending: list[pl.DataFrame] = []
-    held = 0
-    targets = iter(sizes)
-    target = next(targets, None)
-    for frame in frames:
-        pending.append(frame)
-        held += frame.height
-        while target is not None and held >= target:
-            merged = pl.concat(pending, how="vertical", rechunk=False)
-            yield merged.slice(0, target).rechunk()
-            rest = merged.slice(target)
-            pending, held = ([rest] if rest.height else []), rest.height
-            target = next(targets, None)
-    if held or target is not None:
-        raise ValueError(f"the partitions gave {sum(sizes) - (target or 0) + held} rows, {sum(sizes)} were announced")
-
-
-def write_parquet_partitions(
-    frames: Iterable[pl.DataFrame], n_rows: int, schema: pl.Schema, path: str | os.PathLike[str]
-) -> None:
-    """Write a stream of frames (e.g. partition results) as one parquet file, holding one partition at a time.
-
-    The bytes are those :func:`reco.io.write_parquet` writes for the frames' concatenation: the
-    stream is re-cut into that call's row groups (:func:`parquet_row_groups` of ``n_rows``) and
-    streamed through polars' parquet sink with the same settings. Written atomically.
-
-    Parameters
-    ----------
-    frames
-        Frames of ``schema``, in output order (a generator: each is consumed before the next is asked for).
-    n_rows
-        Their total number of rows (a :class:`ValueError` if they give another number).
-    schema
-        Their schema.
-    path
-        The output file.
-
-    Examples
-    --------
-    >>> parts = (pl.DataFrame({"a": [i, i + 1]}) for i in range(0, 6, 2))
-    >>> write_parquet_partitions(parts, 6, pl.Schema({"a": pl.Int64}), "out.parquet")  # doctest: +SKIP
-    """
-    from polars.io.plugins import register_io_source
-
-    from reco.io import atomic_path
-
-    sizes = parquet_row_groups(n_rows)
-
-    def source(
-        with_columns: list[str] | None, predicate: pl.Expr | None, limit: int | None, batch_size: int | None
-    ) -> Iterator[pl.DataFrame]:
-        for group in _row_groups(frames, sizes):
-            if group.schema != schema:
-                raise ValueError(f"a partition's schema {group.schema} differs from the announced {schema}")
-            yield group if with_columns is None else group.select(with_columns)
-
-    with atomic_path(path) as tmp:
-        if not sizes:
-            pl.DataFrame(schema=schema).write_parquet(tmp, compression="zstd", statistics=False)
-            if any(frame.height for frame in frames):
-                raise ValueError("the partitions gave rows, 0 were announced")
-            return
-        register_io_source(source, schema=schema).sink_parquet(tmp, compression="zstd", statistics=False)

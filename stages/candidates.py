@@ -26,12 +26,13 @@ LOCAL_THREADS = 2  # implicit's top-k threads in this process (the result does n
 
 
 def main() -> None:
-    from reco.compute import UserRowIndex, compute_client, partition_count
+    from reco.compute import compute_client
     from reco.errors import UsageError
     from reco.io import write_json, write_parquet
     from reco.models.als import load_als
     from reco.models.candidates import block_candidates
     from reco.params import load_section
+    from reco.partitions import UserRowIndex, partition_count
     from reco.schema import EVALUATION_BLOCKS
 
     (block_arg,) = stage_args(USAGE, ["BLOCK"])

@@ -26,11 +26,12 @@ def main() -> None:
 
     import numpy as np
 
-    from reco.compute import UserRowIndex, compute_client
+    from reco.compute import compute_client
     from reco.io import write_json
     from reco.models.features import ranker_training_table
     from reco.models.ranker import sample_users, save_ranker, train_ranker
     from reco.params import load_section
+    from reco.partitions import UserRowIndex
 
     params, compute = load_section("ranker"), load_section("compute")
     spec = json.loads((FEATURES_DIR / "features.json").read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""reco.compute: the Dask engine's cluster, user partitions, broadcast, tree reduction and lost workers.
+"""reco.compute: the engine's cluster, per-partition tasks, broadcast, tree reduction and lost workers.
 
 Every cluster here listens on 127.0.0.1 only and is started and stopped by the tests: a
 LocalCluster of 2 worker processes (through :func:`reco.compute.dask_client`) and a scheduler plus
@@ -9,9 +9,7 @@ two workers started as separate ``dask scheduler`` / ``dask worker`` processes
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import json
-import math
 import operator
 import os
 import signal
@@ -27,26 +25,19 @@ import numpy as np
 import polars as pl
 import pytest
 from distributed import Client
+from test_partitions import views_table
 
 from reco.compute import (
     ComputeError,
-    FrameRows,
     PartitionError,
-    UserRowIndex,
     _environ,
     compute_client,
     concat_user_partitions,
     dask_client,
-    exact_mean,
-    exact_sum,
     iter_user_partitions,
     map_user_partitions,
-    parquet_row_groups,
-    partition_count,
     tree_reduce,
-    user_partitions,
     worker_environment,
-    write_parquet_partitions,
 )
 from reco.errors import InputDataError, PipelineError
 from reco.io import atomic_path, sweep_stale_temporaries, visible_files, write_parquet
@@ -184,17 +175,6 @@ def process_client(process_cluster: ProcessCluster) -> Iterator[Client]:
 # --- functions the workers run (module level, so workers import them by name) -------------------
 
 
-def views_table(n_users: int = 60, n_rows: int = 3000, seed: int = 0) -> pl.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pl.DataFrame(
-        {
-            Columns.user: rng.integers(0, n_users, n_rows).astype(np.int32) * 7,  # gaps between ids
-            Columns.item: rng.integers(0, 40, n_rows).astype(np.int32),
-            Columns.watch_ratio: rng.gamma(1.5, 1.0, n_rows),
-        }
-    )
-
-
 def items_table() -> pl.DataFrame:
     return pl.DataFrame({Columns.item: np.arange(40, dtype=np.int32), "weight": np.linspace(0.1, 4.0, 40)})
 
@@ -291,20 +271,7 @@ def kill_first_running_task(marker_dir: Path, timeout_s: float = START_TIMEOUT_S
     return first_user, int(pid)
 
 
-# --- partitions -----------------------------------------------------------------------------------
-
-
-def test_user_partitions_are_contiguous_sorted_ranges_of_every_user() -> None:
-    ids = np.array([42, 7, 7, 3, 99, 15, 3, 64, 8])
-    parts = user_partitions(ids, 3)
-    assert [p.tolist() for p in parts] == [[3, 7, 8], [15, 42], [64, 99]]
-    assert [p.tolist() for p in user_partitions(ids[::-1], 3)] == [
-        p.tolist() for p in parts
-    ]  # input order is irrelevant
-    assert [len(p) for p in user_partitions(ids, 50)] == [1] * 7  # never an empty partition
-    assert user_partitions(np.array([], dtype=np.int64), 4) == []
-    with pytest.raises(ValueError):
-        user_partitions(ids, 0)
+# --- in this process ------------------------------------------------------------------------------
 
 
 def test_tree_reduce_combines_in_a_fixed_tree() -> None:
@@ -350,76 +317,6 @@ def test_unreachable_scheduler_is_a_clear_compute_error() -> None:
     ):
         pass
     assert isinstance(raised.value, PipelineError)  # a stage exits with code 2
-
-
-# --- bounded memory: exact sums, rows by user range, one parquet file from partitions ---------------
-
-
-def test_exact_sums_do_not_depend_on_the_order_or_the_partitioning() -> None:
-    rng = np.random.default_rng(5)
-    values = np.concatenate([rng.lognormal(0.0, 3.0, 5000) * rng.choice([-1, 1], 5000), [1e15, -1e15]])
-    frame = pl.DataFrame({"g": rng.integers(0, 7, values.size), "x": values})
-    expected = frame.group_by("g").agg(exact_sum(pl.col("x")), exact_mean(pl.col("x")).alias("m")).sort("g")
-    for seed in range(3):  # other row orders, in memory and in the streaming engine (which sums floats otherwise)
-        shuffled = frame.sample(fraction=1.0, shuffle=True, seed=seed).lazy()
-        summed = shuffled.group_by("g").agg(exact_sum(pl.col("x")), exact_mean(pl.col("x")).alias("m")).sort("g")
-        assert summed.collect().equals(expected)
-        assert summed.collect(engine="streaming").equals(expected)
-    for g, total in expected.select("g", "x").iter_rows():  # correctly rounded: math.fsum of the group
-        assert total == math.fsum(frame.filter(pl.col("g") == g)["x"].to_list())
-    assert pl.DataFrame({"x": [None, None]}, schema={"x": pl.Float64}).select(exact_mean(pl.col("x"))).item() is None
-
-
-def test_partition_count_grows_with_the_rows_only_beyond_the_parameter() -> None:
-    params = parse_section("compute", {"user_partitions": 8})
-    assert partition_count(0, params) == 8 and partition_count(1_000, params) == 8
-    assert partition_count(9 * 2_000_000 + 1, params) == 10
-
-
-def write_views(path: Path, frame: pl.DataFrame) -> Path:
-    write_parquet(frame, path)
-    return path
-
-
-@pytest.mark.parametrize("grouped", [True, False])
-def test_user_row_index_reads_exactly_the_rows_of_the_users(tmp_path: Path, grouped: bool) -> None:
-    views = views_table(n_rows=5000)
-    views = views.sort(Columns.user, maintain_order=True) if grouped else views
-    index = UserRowIndex(write_views(tmp_path / "views.parquet", views))
-    assert index.grouped is grouped and index.n_rows == views.height
-    assert index.users.tolist() == sorted(set(views[Columns.user].to_list()))
-    numbered = views.with_row_index("_row")
-    for part in user_partitions(index.users, 4):
-        got = index.scan(part, [Columns.user, Columns.watch_ratio], row_index="_row").collect()
-        expected = numbered.filter(pl.col(Columns.user).is_in(part.tolist())).select("_row", Columns.user, Columns.watch_ratio)
-        assert got.equals(expected)
-        assert index.rows_of(part) == expected.height
-    sparse = index.users[::3]  # not a contiguous range of the file's users
-    assert index.scan(sparse).collect().equals(views.filter(pl.col(Columns.user).is_in(sparse.tolist())))
-    in_memory = FrameRows(views)
-    assert in_memory.scan(sparse).collect().equals(index.scan(sparse).collect())
-    assert in_memory.rows_of(np.array([index.users[0], -5])) == index.rows_of(np.array([index.users[0], -5]))
-
-
-@pytest.mark.parametrize("n_rows", [0, 7, 163_840, 163_841, 400_003])
-def test_partitions_written_as_one_file_have_the_bytes_of_the_whole_frame(tmp_path: Path, n_rows: int) -> None:
-    rng = np.random.default_rng(n_rows)
-    frame = pl.DataFrame(
-        {
-            Columns.user: np.sort(rng.integers(0, 500, n_rows)).astype(np.int32),
-            "x": pl.Series(rng.random(n_rows).astype(np.float32)).fill_nan(None),
-            "flag": rng.random(n_rows) > 0.5,
-        }
-    )
-    write_parquet(frame, tmp_path / "whole.parquet")
-    cuts = np.linspace(0, n_rows, 6).astype(int)  # uneven pieces, unrelated to the row groups
-    pieces = (frame.slice(a, b - a) for a, b in itertools.pairwise(cuts))
-    write_parquet_partitions(pieces, n_rows, frame.schema, tmp_path / "parts.parquet")
-    assert (tmp_path / "parts.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
-    assert sum(parquet_row_groups(n_rows)) == n_rows
-    with pytest.raises(ValueError, match="were announced"):
-        write_parquet_partitions(iter([frame]), n_rows + 1, frame.schema, tmp_path / "wrong.parquet")
-    assert not (tmp_path / "wrong.parquet").exists()
 
 
 def test_iterating_partitions_locally_computes_them_one_at_a_time() -> None:

@@ -15,10 +15,9 @@ import json
 from pathlib import Path
 
 import pytest
+from cpu_paths import cpu_path_settings, describe_settings
 from project_copy import copy_project, dvc, init_repo
 from test_pipeline import TINY_OVERRIDES
-
-from reco.cpu_paths import cpu_path_settings, describe_settings
 
 DATA_OUTPUTS = ("data/raw", "data/prepared", "data/split", "metrics/data_quality.json", "metrics/split_summary.json")
 METRIC_TOLERANCE = 0.002  # the README's bound on any model's NDCG@10 and MAP@10 across machines

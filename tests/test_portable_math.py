@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.special
+from cpu_paths import cpu_path_settings
 
 from reco import portable_math as pm
-from reco.cpu_paths import cpu_path_settings
 
 
 def _ulps(got: np.ndarray, want: np.ndarray) -> float:

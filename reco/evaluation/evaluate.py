@@ -1,15 +1,12 @@
 """Score every model on the same fully observed grid of one evaluation block; per-user and mean metrics.
 
-The grid is every user x every video of the block (``validation`` or ``test``, two disjoint sets
-of ``small_matrix`` users); a cell is *observed* when ``small_matrix`` has it (99.6% of cells in
-KuaiRec). Every model ranks only the observed cells of each user, so no model is rewarded or
-punished for the few unobserved ones. Relevance is the binary ``label``. (``TestGrid`` and
-``build_test_grid`` keep their names from when the test was the only block.)
-
-For user partitions (:mod:`reco.evaluation.pipeline`): :func:`grid_rows` cuts a grid to some of
-its users, :class:`TwoStageBounds` carries the two-stage score ranges of the whole block to them,
-and :func:`training_view_counts` counts the popularity baselines' views of a training file one
-user partition at a time.
+The grid (:class:`BlockGrid`) is every user x every video of the block (``validation`` or
+``test``, two disjoint sets of ``small_matrix`` users); a cell is *observed* when
+``small_matrix`` has it, every model ranks only the observed cells of each user, and relevance
+is the binary ``label``. For user partitions (:mod:`reco.evaluation.pipeline`),
+:func:`grid_rows` cuts a grid to some of its users, :class:`TwoStageBounds` carries the
+two-stage score ranges of the whole block to them, and :func:`training_view_counts` counts the
+popularity baselines' views of a training file one partition at a time. See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -20,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from reco.compute import UserRowIndex, map_user_partitions, tree_reduce
+from reco.compute import map_user_partitions, tree_reduce
 from reco.evaluation.metrics import DEFINITIONS, METRIC_NAMES, RankingResult, ranking_metrics, top_k_items
 from reco.models.baselines import ViewCounts, grid_scores, view_counts
+from reco.partitions import UserRowIndex
 from reco.schema import Columns
 
 if TYPE_CHECKING:
@@ -30,7 +28,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class TestGrid:
+class BlockGrid:
     """Dense view of one evaluation block: sorted users and items, relevance and observed masks."""
 
     users: np.ndarray  # int32, sorted
@@ -39,14 +37,14 @@ class TestGrid:
     observed: np.ndarray  # bool (n_users, n_items)
 
 
-def build_test_grid(test: pl.DataFrame) -> TestGrid:
+def build_block_grid(block: pl.DataFrame) -> BlockGrid:
     """Build the grid from a block frame with user, video and ``label`` columns (one row per pair)."""
-    users = np.unique(test[Columns.user].to_numpy()).astype(np.int32)
-    items = np.unique(test[Columns.item].to_numpy()).astype(np.int32)
-    marked = test.select(Columns.user, Columns.item, pl.col(Columns.label).cast(pl.Float32), pl.lit(1.0).alias("_obs"))
+    users = np.unique(block[Columns.user].to_numpy()).astype(np.int32)
+    items = np.unique(block[Columns.item].to_numpy()).astype(np.int32)
+    marked = block.select(Columns.user, Columns.item, pl.col(Columns.label).cast(pl.Float32), pl.lit(1.0).alias("_obs"))
     relevant = grid_scores(marked, users, items, Columns.label, fill=0.0) > 0.5
     observed = grid_scores(marked, users, items, "_obs", fill=0.0) > 0.5
-    return TestGrid(users=users, items=items, relevant=relevant, observed=observed)
+    return BlockGrid(users=users, items=items, relevant=relevant, observed=observed)
 
 
 @dataclass(frozen=True)
@@ -89,16 +87,16 @@ class TwoStageBounds:
         return TwoStageBounds(first=union(self.first, other.first), ranker=union(self.ranker, other.ranker))
 
 
-def grid_rows(grid: TestGrid, start: int, stop: int) -> TestGrid:
+def grid_rows(grid: BlockGrid, start: int, stop: int) -> BlockGrid:
     """The grid of users ``start:stop`` only (a user partition): same videos, those users' rows.
 
     Examples
     --------
-    >>> test = pl.DataFrame({"user_id": [7, 8, 9], "video_id": [1, 1, 2], "label": [True, False, True]})
-    >>> grid_rows(build_test_grid(test), 1, 3).users.tolist()
+    >>> block = pl.DataFrame({"user_id": [7, 8, 9], "video_id": [1, 1, 2], "label": [True, False, True]})
+    >>> grid_rows(build_block_grid(block), 1, 3).users.tolist()
     [8, 9]
     """
-    return TestGrid(
+    return BlockGrid(
         users=grid.users[start:stop],
         items=grid.items,
         relevant=grid.relevant[start:stop],
@@ -107,7 +105,7 @@ def grid_rows(grid: TestGrid, start: int, stop: int) -> TestGrid:
 
 
 def two_stage_scores(
-    grid: TestGrid, reranked: pl.DataFrame, first_stage: np.ndarray, bounds: TwoStageBounds | None = None
+    grid: BlockGrid, reranked: pl.DataFrame, first_stage: np.ndarray, bounds: TwoStageBounds | None = None
 ) -> np.ndarray:
     """Grid scores of a two-stage model: re-ranked candidates first, then the first stage's order.
 
@@ -131,7 +129,7 @@ def two_stage_scores(
     return np.where(np.isnan(scattered), base, scattered)
 
 
-def top_k_lists(grid: TestGrid, scores: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+def top_k_lists(grid: BlockGrid, scores: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
     """Each model's top-``k`` catalogue indices per grid user over the observed cells (``-1`` = padding)."""
     return {
         name: top_k_items(np.asarray(matrix, dtype=np.float64), k, valid=grid.observed)
@@ -140,7 +138,7 @@ def top_k_lists(grid: TestGrid, scores: dict[str, np.ndarray], k: int) -> dict[s
 
 
 def evaluate_models(
-    grid: TestGrid,
+    grid: BlockGrid,
     scores: dict[str, np.ndarray],
     ks: list[int],
     recommended: dict[str, np.ndarray] | None = None,
@@ -156,7 +154,7 @@ def evaluate_models(
     }
 
 
-def top_k_frame(grid: TestGrid, matrix: np.ndarray, k: int, recommended: np.ndarray | None = None) -> pl.DataFrame:
+def top_k_frame(grid: BlockGrid, matrix: np.ndarray, k: int, recommended: np.ndarray | None = None) -> pl.DataFrame:
     """The product's output: top-``k`` (user_id, video_id, rank, score) per grid user.
 
     ``recommended`` (this matrix's list from :func:`top_k_lists` with at least ``k`` columns) skips
@@ -200,7 +198,7 @@ PER_USER_SCHEMA: pl.Schema = pl.Schema(
 )
 
 
-def per_user_frame(grid: TestGrid, results: dict[str, RankingResult]) -> pl.DataFrame:
+def per_user_frame(grid: BlockGrid, results: dict[str, RankingResult]) -> pl.DataFrame:
     """Every evaluated user's value of every metric at every K, long format (:data:`PER_USER_SCHEMA`).
 
     One row per (evaluated user, model, metric, K) for the metrics of
@@ -209,8 +207,8 @@ def per_user_frame(grid: TestGrid, results: dict[str, RankingResult]) -> pl.Data
 
     Examples
     --------
-    >>> test = pl.DataFrame({"user_id": [7, 7, 9], "video_id": [1, 2, 1], "label": [True, False, False]})
-    >>> grid = build_test_grid(test)
+    >>> block = pl.DataFrame({"user_id": [7, 7, 9], "video_id": [1, 2, 1], "label": [True, False, False]})
+    >>> grid = build_block_grid(block)
     >>> frame = per_user_frame(grid, evaluate_models(grid, {"m": grid.relevant.astype(np.float32)}, [1]))
     >>> frame.filter(pl.col("metric") == "ndcg").rows()
     [(7, 'm', 'ndcg', 1, 1.0)]
@@ -280,7 +278,7 @@ def training_view_counts(
 
     Examples
     --------
-    >>> from reco.compute import FrameRows
+    >>> from reco.partitions import FrameRows
     >>> train = pl.DataFrame({"user_id": [1, 2, 2], "video_id": [5, 5, 6], "watch_ratio": [3.0, 1.0, 2.5]})
     >>> training_view_counts(FrameRows(train), 2.0, n_partitions=2).per_item(np.array([5, 6]))
     (array([1., 1.]), array([2., 1.]))

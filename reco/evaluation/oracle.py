@@ -44,7 +44,7 @@ import polars as pl
 from reco.data.labels import LabelRule, bucket_index_expr
 from reco.data.simulator import probability_watch_ratio_above
 from reco.errors import InputDataError
-from reco.evaluation.evaluate import TestGrid
+from reco.evaluation.evaluate import BlockGrid
 from reco.models.baselines import grid_scores
 from reco.schema import Columns
 
@@ -124,7 +124,7 @@ def item_means(scores: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 
 def oracle_scores(
-    truth: pl.DataFrame, grid: TestGrid, rule: LabelRule, source: str = "ground truth"
+    truth: pl.DataFrame, grid: BlockGrid, rule: LabelRule, source: str = "ground truth"
 ) -> dict[str, np.ndarray]:
     """The four oracle score matrices of ``grid`` (see the module docstring), float64.
 

@@ -31,7 +31,7 @@ with sorted keys or in a fixed row order. The same inputs give the same bytes.
 Bounded memory and the compute engine
 -------------------------------------
 The block's grid is small (its users x its videos) and stays in memory; the training views are
-not. Two kinds of user partitions (:func:`reco.compute.user_partitions`) carry the work, each a
+not. Two kinds of user partitions (:func:`reco.partitions.user_partitions`) carry the work, each a
 function called in this process partition after partition, or as Dask tasks with a ``client``:
 
 1. *Training partitions* (:func:`training_aggregates`): each reads its users' training views
@@ -60,22 +60,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import polars as pl
 
-from reco.compute import (
-    FrameRows,
-    UserRowIndex,
-    exact_units,
-    from_units,
-    map_user_partitions,
-    partition_count,
-    tree_reduce,
-)
+from reco.compute import map_user_partitions, tree_reduce
 from reco.data.labels import LabelRule
 from reco.errors import InputDataError, ParamsError
 from reco.evaluation.beyond_accuracy import ItemStats, beyond_accuracy_report, item_stats
 from reco.evaluation.evaluate import (
-    TestGrid,
+    BlockGrid,
     TwoStageBounds,
-    build_test_grid,
+    build_block_grid,
     combine_view_counts,
     evaluate_models,
     grid_rows,
@@ -91,6 +83,7 @@ from reco.evaluation.metrics import METRIC_NAMES, RankingResult, metric_key, ran
 from reco.evaluation.oracle import TRUTH_COLUMNS, oracle_scores
 from reco.evaluation.segments import nearest_cutoff, segments_report, user_segments
 from reco.evaluation.uncertainty import uncertainty_report
+from reco.exact_sums import exact_units, from_units
 from reco.io import atomic_dir, write_json, write_parquet
 from reco.models.als import AlsModel, item_scores, load_als
 from reco.models.baselines import (
@@ -105,6 +98,7 @@ from reco.models.baselines import (
 )
 from reco.models.ranker import load_ranker
 from reco.params import ComputeParams, EvaluateParams
+from reco.partitions import FrameRows, UserRowIndex, partition_count
 from reco.schema import Columns, PreparedFiles, RawFiles
 
 if TYPE_CHECKING:
@@ -146,7 +140,7 @@ class BlockInputs:
         The block's cells (user, video, ``label``; one row per observed cell).
     train
         Training views (user, video, ``video_duration``, ``watch_ratio``, ``label_ratio``): a frame,
-        or a :class:`reco.compute.UserRowIndex` of the file (read one user partition at a time).
+        or a :class:`reco.partitions.UserRowIndex` of the file (read one user partition at a time).
     items, profiles
         Prepared items (video, ``tags``, ``video_duration``) and users (user, ``user_active_degree``).
     rule
@@ -222,7 +216,7 @@ def load_block_inputs(files: BlockFiles, ks: Sequence[int]) -> BlockInputs:
     """Read the block's small inputs and index the large ones; the cut-off checks run before the models are loaded.
 
     The training views, the candidate feature table and the ground truth are indexed by user
-    (:class:`reco.compute.UserRowIndex`, one streaming pass over their user column), not read.
+    (:class:`reco.partitions.UserRowIndex`, one streaming pass over their user column), not read.
 
     Raises
     ------
@@ -322,7 +316,7 @@ def training_aggregates(
 class BlockContext:
     """What every block partition reads (broadcast to the workers once)."""
 
-    grid: TestGrid
+    grid: BlockGrid
     popularity: np.ndarray  # (n_items,) float32
     durations: np.ndarray  # (n_items,) float64 ms
     by_duration: DurationPopularity
@@ -337,7 +331,7 @@ class BlockContext:
     seed: int
     top_k_output: int
 
-    def rows_of(self, users: np.ndarray) -> TestGrid:
+    def rows_of(self, users: np.ndarray) -> BlockGrid:
         """The sub-grid of a partition's users (a contiguous range of the grid's sorted users)."""
         start, stop = np.searchsorted(self.grid.users, [users[0], users[-1]])
         return grid_rows(self.grid, int(start), int(stop) + 1)
@@ -351,7 +345,7 @@ class OracleMeans:
     watch_ratio: np.ndarray
 
 
-def _first_stage(context: BlockContext, grid: TestGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _first_stage(context: BlockContext, grid: BlockGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(popularity, als, unknown users) of a (sub-)grid: ALS, with popularity for users unknown to ALS."""
     shape = grid.relevant.shape
     popularity = np.broadcast_to(context.popularity, shape)
@@ -360,14 +354,14 @@ def _first_stage(context: BlockContext, grid: TestGrid) -> tuple[np.ndarray, np.
     return popularity, np.where(unknown_users[:, None], popularity, als), unknown_users
 
 
-def _reranked(context: BlockContext, grid: TestGrid) -> pl.DataFrame:
+def _reranked(context: BlockContext, grid: BlockGrid) -> pl.DataFrame:
     """The ranker's score of every candidate of the grid's users."""
     table = context.candidates.scan(grid.users).collect()
     scores = context.ranker.predict(table) if table.height else np.zeros(0, dtype=np.float64)
     return table.select(Columns.user, Columns.item).with_columns(pl.Series(Columns.score, scores, dtype=pl.Float64))
 
 
-def _oracle_partial(truth_scores: Mapping[str, np.ndarray], grid: TestGrid) -> pl.DataFrame:
+def _oracle_partial(truth_scores: Mapping[str, np.ndarray], grid: BlockGrid) -> pl.DataFrame:
     """Per video column of the grid: observed cells, NaN cells and exact sums of the two oracle scores."""
     rows, cols = np.nonzero(grid.observed)
     cells = pl.DataFrame(
@@ -404,7 +398,7 @@ def _oracle_means(partial: pl.DataFrame, n_items: int) -> OracleMeans:
     return OracleMeans(probability=means["p"], watch_ratio=means["w"])
 
 
-def _oracle_cells(context: BlockContext, grid: TestGrid) -> dict[str, np.ndarray] | None:
+def _oracle_cells(context: BlockContext, grid: BlockGrid) -> dict[str, np.ndarray] | None:
     if context.truth is None:
         return None
     truth = context.truth.scan(grid.users, _present(context.truth, TRUTH_COLUMNS)).collect()
@@ -425,7 +419,7 @@ def bounds_partition(
 
 def score_partition(
     users: np.ndarray, context: BlockContext, bounds: TwoStageBounds | None, oracle_means: OracleMeans | None
-) -> tuple[TestGrid, dict[str, np.ndarray], np.ndarray]:
+) -> tuple[BlockGrid, dict[str, np.ndarray], np.ndarray]:
     """Every model's ``(n_users, n_items)`` scores of a partition's users and its users unknown to ALS.
 
     ``bounds`` and ``oracle_means`` are the whole block's (``None``: those of these users alone,
@@ -464,7 +458,7 @@ class PartitionEvaluation:
     users_unknown_to_als: int
 
 
-def _partition_metrics(grid: TestGrid, scores: dict[str, np.ndarray], ks: Sequence[int], recommended: dict[str, np.ndarray]) -> dict[str, RankingResult]:
+def _partition_metrics(grid: BlockGrid, scores: dict[str, np.ndarray], ks: Sequence[int], recommended: dict[str, np.ndarray]) -> dict[str, RankingResult]:
     """:func:`evaluate_models` of a partition; a partition without any positive gets empty per-user arrays."""
     if grid.relevant.any():
         return evaluate_models(grid, scores, list(ks), recommended=recommended)
@@ -525,7 +519,7 @@ def _merge_results(
 
 
 def _block_context(
-    inputs: BlockInputs, grid: TestGrid, params: EvaluateParams, aggregates: TrainingAggregates
+    inputs: BlockInputs, grid: BlockGrid, params: EvaluateParams, aggregates: TrainingAggregates
 ) -> BlockContext:
     rule, smoothing = inputs.rule, params.popularity_smoothing
     durations = item_durations(inputs.items, grid.items)
@@ -550,7 +544,7 @@ def _block_context(
 
 
 def _training_aggregates(
-    inputs: BlockInputs, grid: TestGrid, client: Client | None, compute: ComputeParams
+    inputs: BlockInputs, grid: BlockGrid, client: Client | None, compute: ComputeParams
 ) -> TrainingAggregates:
     train = _indexed(inputs.train)
     partials = map_user_partitions(
@@ -572,7 +566,7 @@ def _training_aggregates(
 
 
 def model_scores(
-    inputs: BlockInputs, grid: TestGrid, params: EvaluateParams
+    inputs: BlockInputs, grid: BlockGrid, params: EvaluateParams
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every model's ``(n_users, n_items)`` scores on ``grid`` and the mask of users unknown to ALS (in this process).
 
@@ -601,11 +595,11 @@ def evaluate_block(
     client
         Run the user partitions as Dask tasks (``None``: in this process).
     compute
-        The ``compute`` section: how many user partitions (:func:`reco.compute.partition_count`);
+        The ``compute`` section: how many user partitions (:func:`reco.partitions.partition_count`);
         ``None``: its defaults. The result does not depend on it.
     """
     compute = compute or ComputeParams()
-    grid = build_test_grid(inputs.rows)
+    grid = build_block_grid(inputs.rows)
     ks = list(params.ks)
     check_cutoffs(ks, len(grid.items), inputs.candidate_stats.get("n"), inputs.block)
     aggregates = _training_aggregates(inputs, grid, client, compute)

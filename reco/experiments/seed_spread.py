@@ -32,8 +32,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse
 
-from reco.compute import UserRowIndex, partition_count, user_partitions
-from reco.evaluation.evaluate import TestGrid, build_test_grid, evaluate_models, two_stage_scores
+from reco.evaluation.evaluate import BlockGrid, build_block_grid, evaluate_models, two_stage_scores
 from reco.io import write_parquet
 from reco.models.als import INPUT_COLUMNS, AlsModel, fit_als, item_scores
 from reco.models.baselines import popularity_scores, view_counts
@@ -58,11 +57,12 @@ from reco.params import (
     LabelParams,
     RankerParams,
 )
+from reco.partitions import UserRowIndex, partition_count, user_partitions
 from reco.schema import Columns
 
 REPORTED_METRICS: tuple[str, ...] = ("ndcg_at_10", "map_at_10")
 SEED_MODELS: tuple[str, ...] = ("als", "ranker")
-# The partitions every file is read by (the results do not depend on them; see reco.compute).
+# The partitions every file is read by (the results do not depend on them; see reco.partitions).
 LOCAL_COMPUTE = ComputeParams()
 
 
@@ -97,7 +97,7 @@ class _Block:
     """What a block's evaluation needs that no seed changes."""
 
     rows: UserRowIndex
-    grid: TestGrid
+    grid: BlockGrid
     popularity: np.ndarray  # popularity score of each grid item (served to users ALS does not know)
     fallback: np.ndarray  # the candidates' popularity list over the block's videos
     catalogue: np.ndarray
@@ -140,7 +140,7 @@ def _shared(inputs: SeedSpreadInputs) -> _Shared:
     blocks = {}
     for name, path in inputs.blocks.items():
         block = pl.read_parquet(path)  # one block: its users x videos, a fixed size whatever the logs
-        grid = build_test_grid(block)
+        grid = build_block_grid(block)
         rows = UserRowIndex(path)
         catalogue = np.unique(block[Columns.item].to_numpy()).astype(np.int32)
         blocks[name] = _Block(

@@ -36,8 +36,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse
 
-from reco.compute import FrameRows, UserRowIndex, map_user_partitions
+from reco.compute import map_user_partitions
 from reco.models.als import AlsModel, build_confidence_matrix
+from reco.partitions import FrameRows, UserRowIndex
 from reco.schema import Columns
 
 if TYPE_CHECKING:
@@ -364,7 +365,7 @@ def block_candidates(
     model
         The ALS model (broadcast once to the workers).
     train, block
-        Training views and the block's cells: frames, or :class:`reco.compute.UserRowIndex` of
+        Training views and the block's cells: frames, or :class:`reco.partitions.UserRowIndex` of
         their files (read one partition at a time).
     n
         Candidates per user.

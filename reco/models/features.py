@@ -50,24 +50,24 @@ rare users and videos do not get extreme values.
 Bounded memory and the compute engine
 -------------------------------------
 A feature table is built in two parts, each a function of the views of one *user partition*
-(contiguous user-id ranges, :func:`reco.compute.user_partitions`), so memory is bounded by a
+(contiguous user-id ranges, :func:`reco.partitions.user_partitions`), so memory is bounded by a
 partition, not by the logged views, and ``compute.engine: dask`` runs the very same functions as
 Dask tasks:
 
 1. **Global quantities** (:func:`history_stats`): per video the number of views, of positive
    views and the sum of log watch ratios, and the history-wide rates. Each history partition
-   gives integer partial counts and exact fixed-point sums (:func:`reco.compute.exact_units`),
+   gives integer partial counts and exact fixed-point sums (:func:`reco.exact_sums.exact_units`),
    combined by :func:`reco.compute.tree_reduce`; integer sums are the same in any order, so the
    result does not depend on the partitioning or the engine.
 2. **Per-pair features** (:func:`feature_partition`): the pairs of the partition's users and their
-   history rows, read with a sliced lazy scan (:class:`reco.compute.UserRowIndex`), joined with
+   history rows, read with a sliced lazy scan (:class:`reco.partitions.UserRowIndex`), joined with
    the global tables, which every partition receives once (:class:`FeatureContext`, broadcast to
    the workers with the ALS model).
 
 Every per-user float aggregate (means and sums of log watch ratios and residuals) is an exact sum
 too, so a user's features are the same whichever other users share the partition; the output is
 the same bytes for any ``compute.user_partitions`` and either engine. :func:`write_feature_table`
-streams the partitions into one parquet file (:func:`reco.compute.write_parquet_partitions`);
+streams the partitions into one parquet file (:func:`reco.partitions.write_parquet_partitions`);
 :func:`build_feature_table` is the in-memory form of the same computation.
 """
 
@@ -84,23 +84,13 @@ import polars as pl
 import scipy.sparse
 
 from reco import portable_math
-from reco.compute import (
-    FrameRows,
-    UserRowIndex,
-    exact_mean,
-    exact_sum,
-    exact_units,
-    from_units,
-    iter_user_partitions,
-    map_user_partitions,
-    partition_count,
-    tree_reduce,
-    write_parquet_partitions,
-)
+from reco.compute import iter_user_partitions, map_user_partitions, tree_reduce
 from reco.data.labels import labelled_ratio
 from reco.errors import InputDataError
+from reco.exact_sums import exact_mean, exact_sum, exact_units, from_units
 from reco.models.als import AlsModel, item_scores
 from reco.params import ComputeParams
+from reco.partitions import FrameRows, UserRowIndex, partition_count, write_parquet_partitions
 from reco.schema import Columns
 
 if TYPE_CHECKING:
@@ -297,7 +287,7 @@ class HistoryStats:
     ----------
     items
         One row per video of the history: ``n`` views, ``pos`` positive views (Int64) and
-        ``log_units`` (the log watch ratios' exact sum, :func:`reco.compute.exact_units`), by video id.
+        ``log_units`` (the log watch ratios' exact sum, :func:`reco.exact_sums.exact_units`), by video id.
     views, positives
         Totals over the history.
     global_rate
@@ -769,7 +759,7 @@ def build_feature_table(
         optional ``label_columns`` carried through untouched.
     history
         The views a model may know (see the module docstring); never a view of a pair in ``pairs``.
-        A frame, or the :class:`reco.compute.UserRowIndex` of a file (read one user partition at a time).
+        A frame, or the :class:`reco.partitions.UserRowIndex` of a file (read one user partition at a time).
     catalogue
         The videos the ALS rank percentile is taken over (minus each user's watched ones).
     latest_serving_date
@@ -832,10 +822,10 @@ def write_feature_table(
 ) -> FeatureTable:
     """Build the feature table of a pairs file and write it to ``out_file``, one user partition at a time.
 
-    Reads the pairs and history files with sliced lazy scans (:class:`reco.compute.UserRowIndex`);
+    Reads the pairs and history files with sliced lazy scans (:class:`reco.partitions.UserRowIndex`);
     never holds more than one partition's pairs, history rows and features (plus the per-video
     tables), on this process or on a worker. The file has the bytes :func:`reco.io.write_parquet`
-    gives the whole table (:func:`reco.compute.write_parquet_partitions`).
+    gives the whole table (:func:`reco.partitions.write_parquet_partitions`).
 
     Parameters
     ----------
@@ -846,7 +836,7 @@ def write_feature_table(
     threshold, smoothing, daily_window_days, latest_serving_date
         As :func:`build_feature_table`.
     compute
-        The ``compute`` section: partitions (:func:`reco.compute.partition_count`) and engine.
+        The ``compute`` section: partitions (:func:`reco.partitions.partition_count`) and engine.
     client
         From :func:`reco.compute.compute_client` (``None``: in this process).
     label_columns

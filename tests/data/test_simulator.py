@@ -343,7 +343,7 @@ def test_same_bytes_on_every_numpy_cpu_path(tmp_path: Path, repo_root: Path) -> 
     import subprocess
     import sys
 
-    from reco.cpu_paths import cpu_path_settings
+    from cpu_paths import cpu_path_settings
 
     digests = {}
     for name, env in cpu_path_settings().items():

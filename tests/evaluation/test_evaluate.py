@@ -7,7 +7,7 @@ import polars as pl
 
 from reco.evaluation.evaluate import (
     PER_USER_SCHEMA,
-    build_test_grid,
+    build_block_grid,
     evaluate_models,
     metrics_payload,
     per_user_frame,
@@ -31,14 +31,14 @@ def small_test() -> pl.DataFrame:
 
 
 def test_grid_marks_relevant_and_observed_cells() -> None:
-    grid = build_test_grid(small_test())
+    grid = build_block_grid(small_test())
     assert grid.users.tolist() == [7, 9] and grid.items.tolist() == [1, 2, 3]
     assert grid.relevant.tolist() == [[True, False, False], [False, True, False]]
     assert grid.observed.tolist() == [[True, True, True], [True, True, False]]
 
 
 def test_two_stage_puts_reranked_candidates_first_then_first_stage_order() -> None:
-    grid = build_test_grid(small_test())
+    grid = build_block_grid(small_test())
     als = np.array([[0.9, 0.5, 0.1], [0.3, 0.2, 0.8]], dtype=np.float32)
     # user 7's candidates are videos 3 and 2 only; the ranker prefers 3 over 2
     reranked = pl.DataFrame(
@@ -54,7 +54,7 @@ def test_two_stage_puts_reranked_candidates_first_then_first_stage_order() -> No
 
 
 def test_models_are_scored_on_the_same_users() -> None:
-    grid = build_test_grid(small_test())
+    grid = build_block_grid(small_test())
     perfect = grid.relevant.astype(np.float32)
     worst = 1.0 - perfect
     results = evaluate_models(grid, {"perfect": perfect, "worst": worst}, [1, 2])
@@ -64,7 +64,7 @@ def test_models_are_scored_on_the_same_users() -> None:
 
 
 def test_per_user_frame_has_one_row_per_evaluated_user_model_metric_and_k() -> None:
-    grid = build_test_grid(small_test())
+    grid = build_block_grid(small_test())
     scores = {"perfect": grid.relevant.astype(np.float32), "worst": 1.0 - grid.relevant.astype(np.float32)}
     results = evaluate_models(grid, scores, [1, 2])
     frame = per_user_frame(grid, results)
@@ -87,7 +87,7 @@ def test_per_user_means_are_the_reported_metrics() -> None:
         },
         schema_overrides={Columns.user: pl.Int32, Columns.item: pl.Int32},
     )
-    grid = build_test_grid(test)
+    grid = build_block_grid(test)
     noisy = grid.relevant + rng.random(grid.relevant.shape).astype(np.float32)
     scores = {"noisy": noisy, "random": rng.random(grid.relevant.shape)}
     results = evaluate_models(grid, scores, [3, 10])

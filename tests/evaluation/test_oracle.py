@@ -18,8 +18,7 @@ import pytest
 from reco.data.labels import LabelRule
 from reco.data.simulator import probability_watch_ratio_above, simulate
 from reco.errors import InputDataError
-from reco.evaluation.evaluate import TestGrid as BlockGrid  # aliased: pytest collects Test* names
-from reco.evaluation.evaluate import build_test_grid
+from reco.evaluation.evaluate import BlockGrid, build_block_grid
 from reco.evaluation.metrics import ranking_metrics, top_k_items
 from reco.evaluation.oracle import item_means, label_cutoffs, label_probability, oracle_scores
 from reco.schema import Columns, RawFiles
@@ -43,7 +42,7 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, 
 
 def full_grid(truth: pl.DataFrame) -> BlockGrid:
     """Every ground-truth cell observed (labels are not used by the expectations below)."""
-    return build_test_grid(truth.select(Columns.user, Columns.item, pl.lit(False).alias(Columns.label)))
+    return build_block_grid(truth.select(Columns.user, Columns.item, pl.lit(False).alias(Columns.label)))
 
 
 def expected_gains(probability: np.ndarray, order: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +148,7 @@ def test_item_oracle_is_the_best_list_shown_to_everyone() -> None:
 
 def test_item_oracles_give_everyone_the_same_scores_from_observed_cells_only(tiny_world: World) -> None:
     truth, small = tiny_world
-    grid = build_test_grid(small.with_columns((pl.col(Columns.watch_ratio) > 2.0).alias(Columns.label)))
+    grid = build_block_grid(small.with_columns((pl.col(Columns.watch_ratio) > 2.0).alias(Columns.label)))
     scores = oracle_scores(truth, grid, THRESHOLD_RULE)
     for name in ("oracle_item", "oracle_item_watch_ratio"):
         assert (scores[name] == scores[name][0]).all()
@@ -159,7 +158,7 @@ def test_item_oracles_give_everyone_the_same_scores_from_observed_cells_only(tin
 
 def test_truth_must_cover_every_observed_cell(tiny_world: World) -> None:
     truth, small = tiny_world
-    grid = build_test_grid(small.with_columns(pl.lit(True).alias(Columns.label)))
+    grid = build_block_grid(small.with_columns(pl.lit(True).alias(Columns.label)))
     one_user = int(grid.users[0])
     with pytest.raises(InputDataError, match="observed cells of the block have no ground-truth row"):
         oracle_scores(truth.filter(pl.col(Columns.user) != one_user), grid, THRESHOLD_RULE)

@@ -9,7 +9,6 @@ import polars as pl
 import pytest
 import scipy.sparse
 
-from reco.compute import UserRowIndex
 from reco.io import write_parquet
 from reco.models.als import AlsModel, IdMap
 from reco.models.candidates import (
@@ -20,6 +19,7 @@ from reco.models.candidates import (
     popularity_fallback,
     recommend_candidates,
 )
+from reco.partitions import UserRowIndex
 from reco.schema import Columns
 
 N_USERS, N_ITEMS, FACTORS = 20, 50, 4

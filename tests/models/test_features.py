@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from reco.compute import UserRowIndex
 from reco.io import write_parquet
 from reco.models.als import AlsModel, IdMap
 from reco.models.features import (
@@ -25,6 +24,7 @@ from reco.models.features import (
 )
 from reco.models.ranker import prepare_training_parts, sample_users
 from reco.params import parse_section
+from reco.partitions import UserRowIndex
 from reco.schema import INTERACTION_SCHEMA, Columns
 
 N_USERS, N_ITEMS = 12, 15

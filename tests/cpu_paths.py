@@ -1,28 +1,10 @@
-"""Environment settings that send numpy down other CPU code paths on the machine at hand.
+"""Environment settings that send numpy down other CPU code paths on the machine at hand (for the tests).
 
-Reviewers run the pipeline on other CPUs (Intel with AVX-512, AMD with AVX2, ARM with NEON/SVE);
-numpy picks a SIMD kernel per CPU at run time, and kernels may round differently. On one machine
-the other paths can be reached by switching dispatch targets off with ``NPY_DISABLE_CPU_FEATURES``
-(numpy's names: since numpy 2.4 x86 targets are grouped as ``X86_V3`` (AVX2, FMA3, ...),
-``X86_V4``, ``AVX512_ICL``, ``AVX512_SPR``; a name numpy cannot dispatch is ignored with a warning
-and the baseline cannot be switched off). :func:`cpu_path_settings` returns, for this machine:
-
-``default``
-    nothing changed;
-``widest_off``
-    the widest vector targets off (AVX-512 on x86, SVE on ARM): the path of a CPU without them;
-``baseline_only``
-    every dispatch target off: the path of the oldest CPU the numpy build supports (on x86,
-    no AVX2 and no FMA).
-
-OpenBLAS picks its kernel by CPU too (``OPENBLAS_CORETYPE``), but some machines set that variable
-for correctness, so it is never changed here: nothing that must be bit-exact may depend on BLAS
-rounding instead.
-
-Examples
---------
->>> sorted(cpu_path_settings())
-['baseline_only', 'default', 'widest_off']
+numpy picks a SIMD kernel per CPU at run time, and kernels may round differently; switching
+dispatch targets off with ``NPY_DISABLE_CPU_FEATURES`` reaches on one machine the paths other
+CPUs take (Intel with AVX-512, AMD with AVX2, ARM). ``OPENBLAS_CORETYPE`` is never changed (some
+machines set it for correctness), so nothing that must be bit-exact may depend on BLAS rounding.
+See docs/same-results.md.
 """
 
 from __future__ import annotations
@@ -43,7 +25,25 @@ def dispatch_targets() -> tuple[list[str], dict[str, bool]]:
 
 
 def cpu_path_settings() -> dict[str, dict[str, str]]:
-    """``{name: environment overrides}`` for the default, widest-off and baseline-only numpy paths."""
+    """``{name: environment overrides}`` for the default, widest-off and baseline-only numpy paths.
+
+    numpy's names are used (since numpy 2.4 x86 targets are grouped as ``X86_V3`` (AVX2, FMA3,
+    ...), ``X86_V4``, ``AVX512_ICL``, ``AVX512_SPR``; a name numpy cannot dispatch is ignored with a
+    warning, and the baseline cannot be switched off):
+
+    ``default``
+        nothing changed;
+    ``widest_off``
+        the widest vector targets off (AVX-512 on x86, SVE on ARM): the path of a CPU without them;
+    ``baseline_only``
+        every dispatch target off: the path of the oldest CPU the numpy build supports (on x86,
+        no AVX2 and no FMA).
+
+    Examples
+    --------
+    >>> sorted(cpu_path_settings())
+    ['baseline_only', 'default', 'widest_off']
+    """
     targets, _ = dispatch_targets()
     widest = [t for t in targets if t.startswith(_WIDEST_PREFIXES)]
     settings: dict[str, dict[str, str]] = {"default": {}}
