@@ -1,8 +1,8 @@
 """Entry-point helper for stage scripts: clean error messages and exit codes, no tracebacks for bad input.
 
-Exit codes: 0 success; 2 bad input (a :class:`~reco.errors.PipelineError`: params, data, download,
-usage) or a missing input file (an upstream stage has not run); anything else is a bug and keeps
-its traceback (exit 1).
+:func:`run_stage` exits with 0 on success, 2 on bad input (a :class:`~reco.errors.PipelineError` or a
+missing input file) and keeps the traceback of anything else (a bug, exit 1); :func:`stage_args` checks a
+stage's positional arguments. See docs/design/stages.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Errors the pipeline raises for bad input; stage scripts turn them into a clean non-zero exit."""
+"""Errors the pipeline raises for bad input; stage scripts turn them into a clean non-zero exit.
+
+See docs/bad-input.md and docs/design/core.md.
+"""
 
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
 """Atomic writers: every output is written to a temporary sibling and renamed into place.
 
-A stage killed mid-write therefore never leaves a file that a later stage could mistake for a
-finished one; ``dvc repro`` simply reruns the stage.
-
-Temporaries are hidden siblings named ``.<name>.<pid>.<random>.tmp`` (a replaced folder is parked
-as ``.<name>.<pid>.<random>.old.tmp`` for the instant of the swap). A process killed with SIGKILL
-cannot clean up after itself, so the next write to the same path removes the temporaries whose
-process id is no longer running (:func:`sweep_stale_temporaries`); those of a live process are
-left alone.
+A stage killed mid-write therefore never leaves a file that a later stage could mistake for a finished
+one; the temporaries a killed process left behind are swept by the next write to the same path, and
+:class:`StreamedParquetWriter` writes a table chunk by chunk with the bytes it would have whole. See
+docs/design/core.md.
 """
 
 from __future__ import annotations

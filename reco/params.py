@@ -1,8 +1,9 @@
 """One typed definition of ``params.yaml``, validated at the start of every stage.
 
-Each section is a frozen dataclass. :func:`load_section` reads one section, rejects unknown keys,
-wrong types and out-of-range values with a :class:`~reco.errors.ParamsError` that names the key,
-the value and what is allowed. Stage scripts read only the sections they declare in ``dvc.yaml``.
+Each section is a frozen dataclass; :func:`load_section` reads one section and rejects unknown keys, wrong
+types and out-of-range values with a :class:`~reco.errors.ParamsError` that names the key, the value and
+what is allowed. Stage scripts read only the sections they declare in ``dvc.yaml``. See
+docs/design/core.md.
 
 Examples
 --------

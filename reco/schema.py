@@ -1,6 +1,7 @@
 """Column names, file names and dtypes shared by every stage (the data contracts).
 
-Use :class:`Columns` instead of string literals so that a renamed column is one edit.
+Use :class:`Columns` instead of string literals so that a renamed column is one edit. See
+docs/design/core.md.
 
 Examples
 --------

@@ -1,14 +1,10 @@
 """Stage candidates: top-N ALS candidates for every user of an evaluation block, from the block's videos.
 
 Usage: ``python -m stages.candidates BLOCK`` (``validation`` or ``test``). Writes
-``data/candidates/BLOCK.parquet`` (pairs with ALS score and rank, plus the block's label and view
-date where the cell is observed) and ``metrics/candidates/BLOCK.json`` (candidate recall@N: the
-ranker's ceiling on that block).
-
-Bounded memory: the training views are never read whole. The popularity fallback is a streaming
-count; each user partition of the block reads only its users' views (a sliced lazy scan) and
-runs ALS's batched ``recommend`` for them, in this process or, with ``compute.engine: dask``, as
-Dask tasks with the ALS model broadcast once. The output is the same either way.
+``data/candidates/BLOCK.parquet`` (pairs with ALS score and rank, plus the block's label and view date
+where the cell is observed) and ``metrics/candidates/BLOCK.json`` (candidate recall@N: the ranker's ceiling
+on that block), one user partition at a time, in this process or with ``compute.engine: dask``; the output
+is the same either way. See docs/design/stages.md.
 """
 
 from __future__ import annotations

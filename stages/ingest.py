@@ -1,4 +1,7 @@
-"""Stage ingest: write the raw KuaiRec 2.0 CSVs to data/raw (simulated, or the real archive)."""
+"""Stage ingest: write the raw KuaiRec 2.0 CSVs to data/raw (simulated, or the real archive).
+
+See docs/design/stages.md.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ def main() -> None:
 
             manifest = ingest_kuairec(data, tmp)
         manifest["params"] = as_dict(data)
-        # Hashed here, once, while the files are fresh in the page cache: evaluate's model card reuses
-        # them instead of reading 1.5 GB again on every experiment.
+        # Hashed here, once, while the files are fresh in the page cache: report's model card reuses
+        # them instead of reading the raw files again on every experiment.
         manifest["checksums"] = folder_checksums(tmp)
         write_json(manifest, tmp / RawFiles.manifest)
 

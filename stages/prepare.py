@@ -1,4 +1,7 @@
-"""Stage prepare: typed, validated, cleaned parquet tables + metrics/data_quality.json."""
+"""Stage prepare: typed, validated, cleaned parquet tables + metrics/data_quality.json.
+
+See docs/design/data.md.
+"""
 
 from __future__ import annotations
 

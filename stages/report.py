@@ -1,10 +1,8 @@
 """Stage report: merge the validation and test blocks and the seed spread into the files reviewers read.
 
-Reads ``metrics/blocks/{validation,test}/`` (written by ``evaluate@<block>``), ``metrics/seed_spread.json``
-(optional: the model card says when it is missing), the split summary, the raw-data manifest and the
-saved models. Writes ``metrics/metrics.json``, ``metrics/{uncertainty,beyond_accuracy,segments}.json``
-(each ``{"validation": ..., "test": ...}``), ``metrics/model_card.md`` and the plot data
-``metrics/plots/{metrics_at_k,paired_differences}.json`` (test block); see :mod:`reco.evaluation.report`.
+Reads ``metrics/blocks/{validation,test}/``, ``metrics/seed_spread.json`` (optional), the split summary,
+the raw-data manifest and the saved models; writes ``metrics/metrics.json``, the merged reports, the model
+card and the plot data (:mod:`reco.evaluation.report`). See docs/design/evaluation.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Stage split: train / history / ranker-label sets and the validation and test blocks (`split.protocol`).
 
-``big_matrix`` is scanned, never read whole: the split reads it a chunk of whole users at a time
-and appends each set to its file (see :mod:`reco.data.split`), so memory does not grow with the
-number of logged views. The sets are written into a temporary folder that replaces
-``data/split`` only once every file is complete.
+``big_matrix`` is scanned a chunk of whole users at a time (:mod:`reco.data.split`), so memory does not
+grow with the logs, and the sets replace ``data/split`` only once every file is complete. See
+docs/design/stages.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Stage train_als: fit implicit ALS on one training set (``ranker``: history; ``test``: all training).
 
-Usage: ``python -m stages.train_als INTERACTIONS OUT_DIR``.
-
-The set is scanned, not read: :func:`reco.models.als.fit_als` reads it a chunk of whole users at
-a time and keeps only one aggregate per (user, video) pair, so memory grows with the distinct
-pairs (the model's input), not with the logged views.
+Usage: ``python -m stages.train_als INTERACTIONS OUT_DIR``. The set is scanned, a chunk of whole users at
+a time (:func:`reco.models.als.fit_als`), so memory grows with the distinct (user, video) pairs, not with
+the logged views. See docs/design/stages.md.
 """
 
 from __future__ import annotations

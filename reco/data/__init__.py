@@ -1,1 +1,4 @@
-"""Raw KuaiRec data: the offline simulator and the loaders that read its files."""
+"""Raw KuaiRec data: the offline simulator, the download, cleaning, labels and the leakage-free split.
+
+See docs/design/data.md.
+"""

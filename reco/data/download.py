@@ -1,22 +1,10 @@
 """Get the real KuaiRec 2.0 files: download and verify the archive, extract it safely, or copy a folder.
 
-Three ways in, picked by the ``data`` section of ``params.yaml`` (see :func:`ingest_kuairec`):
-
-1. ``kuairec_dir``: an already extracted ``KuaiRec 2.0/data`` folder, copied as is;
-2. ``kuairec_archive``: an already downloaded ``KuaiRec.zip``, MD5-checked and extracted;
-3. otherwise ``kuairec_url`` is downloaded to ``download_dir/KuaiRec.zip`` (resumable, retried,
-   size- and MD5-checked before it is renamed into place), then extracted.
-
-Only the standard library does the network work (``urllib``), so there is no extra dependency,
-and nothing here needs a network connection unless the download branch is taken.
-
-Examples
---------
->>> from reco.params import parse_section
->>> params = parse_section("data", {"source": "kuairec", "kuairec_archive": "/data/KuaiRec.zip"})
->>> manifest = ingest_kuairec(params, Path("data/raw"))  # doctest: +SKIP
->>> sorted(manifest["files"])[:2]  # doctest: +SKIP
-['big_matrix.csv', 'item_categories.csv']
+:func:`ingest_kuairec` takes, in this order, ``data.kuairec_dir`` (an extracted folder, copied),
+``data.kuairec_archive`` (a ``KuaiRec.zip``, MD5-checked and extracted) or else downloads ``data.kuairec_url``
+(resumable, retried, size- and MD5-checked before it appears); :func:`safe_extract_kuairec` refuses unsafe
+archives. Only the standard library touches the network, and only in the download branch. See
+docs/real-kuairec.md and docs/design/data.md.
 """
 
 from __future__ import annotations

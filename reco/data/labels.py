@@ -1,44 +1,10 @@
 """What counts as a positive view: the plain threshold or the duration-debiased label.
 
-People watch a roughly fixed number of seconds whatever a video's length, so ``watch_ratio`` falls
-with duration and a plain ``watch_ratio > label.threshold`` marks most views of the shortest
-videos positive and almost none of the longest. ``label.kind`` chooses:
-
-``threshold``
-    positive when ``watch_ratio > label.threshold`` (the KuaiRec authors' suggestion, 2.0).
-``duration_debiased``
-    positive when ``watch_ratio`` is above the ``label.debiased_quantile`` of the *training* views
-    of videos of similar length: ``label.duration_buckets`` log-spaced buckets between the 1st and
-    99th percentile of training video durations, one watch-ratio quantile per bucket. The positive
-    rate is then about ``1 - debiased_quantile`` in every bucket.
-
-Both kinds are expressed as one number per view, the **label ratio**: ``watch_ratio`` scaled so
-that the kind's cut-off lands on ``label.threshold`` (``watch_ratio * threshold / cut(bucket)``;
-for ``threshold`` it is ``watch_ratio`` itself). ``split`` writes it as a ``label_ratio`` column on
-every interaction set, and every consumer (labels, graded relevance, ALS positives, history
-positive rates, the popularity baseline) compares ``label_ratio`` with ``label.threshold``. The
-rule is fitted on training views only, so no test outcome shapes a label.
-
-Fitting in bounded memory
--------------------------
-The rule is fitted from small summaries of the training views, so the views can be read one
-chunk at a time (:func:`fit_label_rules`) and memory does not grow with the length of the logs:
-
-* the bucket edges come from the number of views per ``video_duration`` (durations are per
-  video, so there are about as many counts as videos): :func:`percentile_from_counts` repeats
-  ``np.percentile``'s ``linear`` arithmetic on them, giving the same float as
-  ``np.percentile`` on the views themselves;
-* the per-bucket quantiles are selected exactly by radix selection on the bits of the values
-  (:class:`ExactQuantiles`): a first pass counts the values of every bucket by their top 16 bits,
-  which locates the two order statistics that the quantile interpolates between; a second pass
-  counts the next 16 bits of only the values that share that prefix (float32 watch ratios need
-  two passes, float64 values four). The interpolation is polars' ``linear`` one, so the
-  cut-offs equal ``Expr.quantile(q, "linear")`` on the views held in memory;
-* the positive rate per bucket is a ratio of summed counts (:func:`bucket_label_counts`).
-
-:func:`iter_user_chunks` reads a table sorted by user (the prepared logs, the split's sets) in
-chunks of whole users of about ``chunk_rows`` rows; ``split`` and ``train_als`` read their
-inputs with it.
+A :class:`LabelRule` turns every view into a **label ratio** (``watch_ratio`` scaled so that the rule's
+cut-off, per duration bucket for ``label.kind: duration_debiased``, lands on ``label.threshold``), which every
+consumer compares with the threshold; :func:`fit_label_rules` fits it on training views only, from small
+summaries read one chunk of users at a time (:func:`iter_user_chunks`), exactly as on the views held in
+memory. See docs/design/data.md.
 
 Example
 -------
@@ -77,7 +43,7 @@ _BUCKET: Final = "_bucket"
 
 @dataclass(frozen=True)
 class LabelRule:
-    """A fitted labelling rule (see the module docstring).
+    """A fitted labelling rule (see docs/design/data.md).
 
     ``edges_ms`` are the inner bucket edges (``len(cutoffs) - 1`` of them); ``cutoffs`` are the
     watch-ratio cut-offs per bucket (all equal to ``threshold`` for the ``threshold`` kind).
@@ -245,7 +211,7 @@ class ExactQuantiles:
 
     The result is what ``pl.Series(values, dtype=pl.Float64).quantile(quantile, "linear")`` gives
     for each group's values (``None`` for an empty group), computed by radix selection on the
-    values' bits (see the module docstring): memory is a 2**16-bin histogram per group and one per
+    values' bits (see docs/design/data.md): memory is a 2**16-bin histogram per group and one per
     order statistic, whatever the number of values.
 
     Parameters
@@ -364,7 +330,7 @@ def fit_label_rules(
     label: LabelParams,
     kinds: Sequence[str] = LABEL_KINDS,
 ) -> dict[str, LabelRule]:
-    """Fit the rules of ``kinds`` on training views read in chunks (see the module docstring).
+    """Fit the rules of ``kinds`` on training views read in chunks (see docs/design/data.md).
 
     Parameters
     ----------

@@ -1,107 +1,10 @@
 """Stage ``prepare``: KuaiRec 2.0 CSVs -> typed, validated, cleaned parquet + a data-quality report.
 
-Every raw file is read with an explicit schema (no type inference), validated, cleaned and written
-atomically under the names in :class:`reco.schema.PreparedFiles`. Anything that makes the data
-unusable raises :class:`reco.errors.InputDataError` naming the file, the column and up to five
-offending rows (with their line numbers in the CSV).
-
-Decisions
----------
-Parsing
-    A UTF-8 byte-order mark before the header is stripped and CRLF line endings are accepted.
-    Side files are read as ``utf8-lossy`` (``item_daily_features.video_tag_name`` has mojibake in
-    some copies) and stray CR characters inside their text values are removed. In every file
-    (interactions included) every line must have as many fields as the header: a row that lost a
-    comma would otherwise be padded with a null and have its columns silently shifted, and the
-    surplus of a row with an extra comma would be dropped unseen.
-Interactions (``big_matrix``, ``small_matrix``)
-    Typed as :data:`reco.schema.INTERACTION_SCHEMA`. ``timestamp`` (epoch seconds, with
-    milliseconds) becomes ``Datetime("ms", "UTC")``; ``date`` (``yyyymmdd``, a float such as
-    ``20200705.0`` in ``small_matrix``) becomes ``pl.Date``; where ``date`` is missing but
-    ``timestamp`` is not, the date is derived from the timestamp in UTC+8 (the logs' local time,
-    no daylight saving) and counted as ``date_from_timestamp``. The raw ``time`` column is the
-    timestamp rendered in local time, so it is dropped unread.
-    Rows are removed for the first reason that applies, in this order, each counted once:
-
-    ``exact_duplicate``
-        the same values in every column but ``time`` as another row (one copy is kept; found
-        as equal neighbours after sorting on every column, much cheaper than a hash ``unique``);
-    ``null_timestamp``
-        no usable timestamp (``big_matrix`` only: the split needs times; ``small_matrix`` keeps
-        them, counted as ``null_timestamp_kept``, because there only the label matters);
-    ``invalid_watch_ratio``
-        ``watch_ratio`` missing, NaN, infinite or negative;
-    ``non_positive_duration``
-        ``video_duration`` missing, NaN, <= 0 or beyond the int32 range of milliseconds;
-    ``invalid_play_duration``
-        ``play_duration`` missing, NaN, negative or beyond the int32 range;
-    ``unknown_id``
-        ``user_id`` absent from ``user_features`` or ``video_id`` absent from
-        ``item_categories`` (or either missing). Referential integrity: if such rows are more than
-        ``UNKNOWN_ID_MAX_FRACTION`` (1 %) of the rows read, the files do not belong together and
-        the stage refuses; otherwise they are dropped. The real KuaiRec files have none.
-
-    An empty table after cleaning is refused. Rows are sorted by
-    (``user_id``, ``timestamp``, ``video_id``, then every other column; null timestamps last) so
-    the output bytes depend only on the data.
-Bounded memory (out-of-core)
-    The interaction matrices grow with the number of logged views, so they are never held in
-    memory whole. They are cleaned by contiguous ``user_id`` ranges, one range at a time:
-
-    1. one streaming pass parses and types the CSV and writes each of K estimated ranges (equal
-       shares of the known users, K from the file size so that a range holds about 3/4 of
-       ``partition_rows`` rows, :data:`PARTITION_ROWS`) to its own hidden temporary parquet file
-       (one polars query with a sink per range: the CSV is read once);
-    2. a range file with more than ``partition_rows`` rows (views are spread unevenly over users)
-       is split again by exact counts of rows per user, so a partition holds at most
-       ``partition_rows`` rows plus those of its last user (one user's rows, and all rows without
-       a ``user_id``, are never split);
-    3. each partition in turn is read, sorted, deduplicated and classified exactly as above, and
-       its kept rows are appended to the output as row groups.
-
-    Because the ranges are ordered and null user ids sort last, the concatenation of the sorted
-    partitions *is* the global sort order, and two exact duplicates (same ``user_id``) always
-    lie in one partition; the output and the report are therefore the same for any partition
-    size (the tests check this). Peak memory is about 300 bytes per row of the largest partition
-    (under 1 GB at 3M rows) plus the per-user and per-video counts, whatever the length of the
-    logs. The temporaries are hidden siblings of the output named like :mod:`reco.io`'s
-    (``.<name>.<pid>.<random>.tmp``): removed on success and on failure, and swept by a later
-    run if the process was killed. The output's row groups follow the partitions, which depend
-    on the data and ``partition_rows`` only, so its bytes do not depend on the number of threads.
-Side tables
-    ``users``: ids int32, counters int32, the columns in
-    :data:`reco.schema.USER_CATEGORICAL_COLUMNS` as ``pl.Enum`` over the *sorted* set of observed
-    values (the physical codes are then a function of the data only, so the bytes are stable run
-    to run, and ``to_physical()`` gives a usable integer code). The real file has missing
-    ``onehot_feat*`` values (e.g. 201 in ``onehot_feat4``): they stay null (a genuine "missing",
-    which LightGBM handles natively) and are counted under ``nulls``.
-    ``items``: one row per ``item_categories`` video, ``tags`` kept in the file's order (the first
-    is the primary tag), ``video_duration`` the median over the cleaned ``big_matrix`` views of
-    that video, else the median of ``item_daily_features.video_duration``, else null. The
-    big_matrix median is computed from a streamed count of (video, duration) pairs read back from
-    the written parquet, so it needs memory per distinct pair, not per view.
-    ``item_daily``: counters int64, ``video_duration``/``play_progress`` float32, ``date`` and
-    ``upload_dt`` as dates, ``video_tag_name`` dropped.
-    ``social_network``: ``friend_list`` parsed to ``list[i32]``.
-    Exact duplicate rows are dropped from every side table; two different rows for the same id
-    (user, video) are refused as ambiguous.
-
-Report
-------
-Per table ``{"rows_read": n, "dropped": {reason: n, ...}, "kept": n, ...}`` with
-``rows_read - sum(dropped) == kept`` always (asserted before returning). Extra, informational
-entries (not rows removed): ``date_from_timestamp`` and ``null_timestamp_kept`` (small_matrix)
-for the matrices, ``nulls`` per column for ``user_features``, ``video_duration_source``
-(big_matrix / item_daily / unknown) for ``item_categories``, ``duplicate_key`` (rows sharing a
-(video_id, date)) for ``item_daily_features``. Side tables drop ``exact_duplicate``, ``null_id``
-and, for ``item_daily_features``, ``unknown_id``.
-
-Examples
---------
->>> from pathlib import Path
->>> report = prepare_all(Path("data/raw"), Path("data/prepared"))  # doctest: +SKIP
->>> report["big_matrix"]["dropped"]["exact_duplicate"]  # doctest: +SKIP
-968004
+:func:`prepare_all` reads every raw file with an explicit schema, refuses unusable data with an
+:class:`~reco.errors.InputDataError` naming the file, column and example rows, drops bad interaction rows
+for the first reason that applies (counted per reason in ``metrics/data_quality.json``), cleans the
+interaction matrices one user range at a time so memory does not grow with the logs, and writes sorted
+tables whose bytes depend only on the data. See docs/design/data.md and docs/bad-input.md.
 """
 
 from __future__ import annotations
@@ -257,7 +160,7 @@ def _check_field_counts(path: Path, n_fields: int) -> None:
     the surplus of a long one, which would shift or lose values of a row that lost or gained a
     comma. Quoted fields (which may contain commas) are removed before counting separators; the
     regex only runs on lines that contain a quote, and the scan streams, so this costs about one
-    extra read of the file (a few seconds for the 1.1 GB big_matrix).
+    extra read of the file.
     """
     text = pl.col("text")
     has_quote = text.str.contains('"', literal=True)
@@ -607,7 +510,7 @@ def _clean_partition(
     The kept rows have exactly :data:`reco.schema.INTERACTION_SCHEMA`, in output order.
     """
     # Sorting on every column gives the deterministic output order *and* puts exact duplicates
-    # next to each other, which is ~4x faster and much lighter than DataFrame.unique. Stable, so
+    # next to each other, which is much faster and lighter than DataFrame.unique. Stable, so
     # that rows equal to the sort but not bitwise (-0.0 and 0.0) keep their order in the file.
     frame = typed.sort(_INTERACTION_SORT, nulls_last=True, maintain_order=True)
     frame = frame.with_columns(drop_reason.alias("_reason"))
@@ -663,7 +566,7 @@ def clean_interactions(
     keep_null_timestamp
         Keep rows without a timestamp (``small_matrix``) instead of dropping them.
     partition_rows
-        Target rows per partition (see the module docstring); the result does not depend on it,
+        Target rows per partition (see docs/design/data.md); the result does not depend on it,
         only the peak memory (and the output's row groups) do.
 
     Returns
@@ -1053,7 +956,7 @@ def prepare_all(raw_dir: Path, out_dir: Path, *, partition_rows: int = PARTITION
     Returns
     -------
     dict
-        The data-quality report, one entry per raw table (see the module docstring).
+        The data-quality report, one entry per raw table (see docs/design/data.md).
 
     Raises
     ------

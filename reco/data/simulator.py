@@ -1,68 +1,10 @@
 """KuaiRec 2.0 simulator: writes the official files from a latent-factor model with known truth.
 
-The simulator lets the pipeline run offline and lets the evaluation report an oracle ceiling.
-It writes ``big_matrix.csv``, ``small_matrix.csv``, ``user_features.csv``,
-``item_categories.csv``, ``item_daily_features.csv`` and ``social_network.csv`` with the exact
-names, column order and text formats of KuaiRec 2.0, plus ``simulator_ground_truth.parquet``:
-for every cell of the fully observed block, the location of its watch time and the expected
-watch ratio, from which :func:`probability_watch_ratio_above` gives the probability of any label.
-
-Generative story
-----------------
-* **Users** have an activity level (how many videos they watch; its distribution follows
-  KuaiRec's plays per user, which has a long lower tail and a few very heavy users), a watch
-  bias, a latent taste vector and an affinity to each of the 31 category tags.
-* **Videos** have 1-4 tags, a latent vector, a length (a bulk of 7-13 s clips, a tail of
-  minute-long videos and a few sub-second to 5 s loops), a feed popularity, an appeal correlated
-  with that popularity that drifts day by day (AR(1) plus a novelty boost after upload) and an
-  upload date.
-* **A view** lasts ``T`` seconds. People watch a similar number of seconds whatever a video's
-  length (KuaiRec's 80th percentile of seconds watched is ~11 s for every length from 6 s to
-  three minutes), so ``T`` does not depend on the length except for very short clips, which are
-  swiped away sooner: ``T = exp(eta + noise)`` with
-  ``eta = log(T0) + user bias + appeal(day) + taste . latent + tag affinity + g(length)``.
-  A share of views are quick skips (fewer when ``eta`` is high), and a rare view is *idle*: the
-  phone keeps looping the video for up to an hour. A viewer who reaches the end keeps looping,
-  so ``watch_ratio = play / length`` is continuous through 1; the app stops replaying a video
-  after ``LOOP_CAP`` loops, which bounds the heavy tail (KuaiRec's largest ratios are ~570 in
-  both matrices). The duration effect emerges: short videos get high ratios, long ones low.
-* **big_matrix**: each user's distinct videos are drawn without replacement by a feed policy
-  (Gumbel top-k over popularity, half of the taste dimensions and the tag affinity, discounted
-  for videos uploaded late) on window days weighted by traffic and the video's daily appeal.
-  Users then **re-watch** some of their videos on a later day (more often the ones they enjoyed),
-  as KuaiRec's ~10.3M distinct pairs in 11.6M deduplicated rows show. The pairs of the fully
-  observed block never appear here: KuaiRec's published ``big_matrix`` shares no (user, video)
-  pair with ``small_matrix`` (the block was collected apart), so its users' feed draws only
-  outside the block. Finally ~7.7% of rows are re-logged as exact duplicates.
-* **small_matrix**: the most active users x popular established videos (at least 3 s long),
-  each cell viewed once on a random day of the period, ~0.4% of cells missing and ~3.9% with
-  null time fields.
-* **item_daily_features**: platform-wide counters per video and day from the same model
-  (expected counts plus Poisson/binomial noise); they never use ``small_matrix`` outcomes.
-* ``scale`` multiplies the logged views of ``big_matrix`` (users and videos stay the same, and
-  so does the world, ``small_matrix`` and the truth): more distinct videos per user up to 80% of
-  the catalogue, then more re-watches.
-
-The same bytes on every CPU
----------------------------
-Every written value is computed so that no CPU feature, BLAS kernel or thread count can move a
-bit of it:
-
-* random numbers come only from exact integer draws of numpy's PCG64 generator; normals,
-  Gumbel, exponential, Poisson and binomial variates are derived from them by
-  :mod:`reco.portable_math`, whose ``exp``/``log``/``ndtr`` use only exactly rounded IEEE
-  operations in a fixed order (numpy's SIMD ``np.exp`` and libm's FMA or non-FMA code round the
-  last bit differently per CPU: the files of the previous simulator differed between an AVX-512
-  and an AVX2 machine);
-* the latent products ``taste . latent`` and the tag affinities are computed on *integers*:
-  vectors are quantised to 12-bit integers held in float64, so every product and partial sum is
-  an integer below 2**53 and the matrix product is exact whatever order or FMA the BLAS kernel
-  uses; the one scaling afterwards is a single rounded multiplication;
-* every ordering is a stable sort, and a top-k is taken as "greater than the k-th largest value,
-  then equal values by index", which has one answer whatever the partitioning algorithm;
-* the only other operations are ``+ - * /``, ``sqrt``, comparisons and integer arithmetic, one
-  numpy ufunc at a time (so no compiler fuses them into an FMA); written numbers are integers
-  (milliseconds, counts) or exact quotients of integers (``watch_ratio = play / duration``).
+:func:`simulate` writes the six KuaiRec 2.0 CSV files with their exact names, columns and text formats,
+plus ``simulator_ground_truth.parquet`` for the fully observed block (from which
+:func:`probability_watch_ratio_above` gives the probability of any label), so the pipeline runs offline and
+the evaluation can report an oracle ceiling. Every written value is computed with exact or portable
+arithmetic, so the files are the same bytes on every CPU. See docs/simulator.md and docs/design/data.md.
 
 Examples
 --------
@@ -260,7 +202,7 @@ def simulate(out_dir: Path, profile: str = "full", seed: int = 20200705, scale: 
     out_dir
         Folder to write into (created if missing). Each file is written atomically.
     profile
-        ``"tiny"`` (tests, ~1 s), ``"small"`` or ``"full"`` (KuaiRec's published shape).
+        ``"tiny"`` (tests), ``"small"`` or ``"full"`` (KuaiRec's published shape).
     seed
         Seed of every random draw: the same seed gives byte-identical files on any machine.
     scale

@@ -1,79 +1,10 @@
 """Leakage-free splits: the ``fully_observed`` protocol (default) and ``temporal``.
 
-Protocol (Gao et al., KuaiRec, CIKM 2022): models learn from the logged feed ``big_matrix``; the
-test set is the nearly fully observed ``small_matrix``, where every (user, video) cell was shown,
-so ranking metrics are unbiased. The sets are:
-
-``train``
-    ``big_matrix`` minus every (user, video) pair present in ``small_matrix`` (an anti-join on the
-    pair, not on the user), so no test outcome is ever seen in training.
-``history`` / ``ranker_labels``
-    The ranker's training rows are logged views of ``train`` held out from ``history``; ALS and all
-    features of those rows come from ``history`` only. The rows are logged views (first view per
-    pair), which carry real labels: in a logged feed an unshown pair is not a negative. Which views
-    are held out (``split.ranker_labels``):
-
-    ``holdout`` (default)
-        A seeded random ``split.holdout_fraction`` of the training (user, video) *pairs*, with all
-        their views, from the whole period. A pair is held out when a 64-bit hash of (pair,
-        ``split.seed``) falls below the fraction (:func:`holdout_mask`): the decision needs only the
-        pair itself, so it is the same whichever rows are processed together, and the share held
-        out is the fraction up to binomial noise. This mirrors how the test was carved out: the
-        ``small_matrix`` views span the same days as ``big_matrix`` (Jul 5 - Sep 5), so the test
-        asks "which of these videos does the user like, given the rest of the period's logs" and
-        not "what will they like next week". A ranker trained on a *later* window instead learns
-        how history predicts a drifted future. Which of the two serves better is chosen on the
-        validation block by ``python -m reco.experiments.selection`` (``selection/log.md``).
-    ``last_days``
-        The last ``split.label_window_days`` local dates are the label window, everything before
-        is history (pairs already seen in history dropped: a re-watch). Use it to ask the
-        forward-looking question.
-``validation`` / ``test``
-    ``small_matrix``'s users are split (``split.validation_users``, seeded, stratified by their
-    number of training views) into two fully observed blocks shaped alike: every setting is
-    chosen on the *validation* block and the *test* block is read once, for the chosen
-    configuration. One row per pair, with the binary label and graded relevance. Both blocks'
-    pairs are excluded from every training set.
-
-``split.protocol: temporal`` reproduces the common notebook setup instead, for comparison with
-published tables: ``small_matrix`` alone, split chronologically (the last
-``split.temporal_test_fraction`` of its timestamped views are the test; set ``label.threshold: 1.0``
-for their ``watch_ratio >= 1`` positives, which differs only on ratios of exactly 1.0). Each model
-then ranks, per test user, only that user's test-period videos. The fully observed protocol is the
-better default: there every test cell was shown, so a model is neither rewarded nor punished for
-what the feed happened to show, and there is no drift between a training past and a test future
-for the models to be judged on.
-
-Labels: ``label = label_ratio > label.threshold``; ``relevance`` = number of ``label.graded_edges``
-that ``label_ratio`` exceeds (0..len(edges)). ``label_ratio`` is ``watch_ratio`` under
-``label.kind: threshold`` and the duration-debiased ratio otherwise (:mod:`reco.data.labels`); it is
-written on every set so that downstream positives follow the same rule.
-
-Bounded memory
---------------
-``big_matrix`` grows with the logged views, so it is never held in memory whole: every pass reads
-it a chunk of whole users at a time (:func:`reco.data.labels.iter_user_chunks`, about
-``partition_rows`` rows per chunk; the prepared file is sorted by user) and everything that
-concerns one (user, video) pair happens within the chunk of its user: the test-pair anti-join
-(against the test pairs of the chunk's users), the pair-hash holdout, the first view per pair,
-the re-watch filter of ``last_days`` and the leakage checks. What is global comes from small
-summaries:
-
-1. a first pass over (user, video, duration, date) counts the training views per duration, per
-   user (the evaluation blocks' strata) and the distinct training videos, and finds the last
-   training date (``last_days``);
-2. the label rule is fitted on those counts and, for the duration-debiased cut-offs, two more
-   narrow passes (exact radix selection, :func:`reco.data.labels.fit_label_rules`);
-3. a last pass labels each chunk, cuts it into ``train`` / ``history`` / ``ranker_labels`` and
-   appends them to their files; the summary adds up the chunks' counts.
-
-``small_matrix`` (the evaluation blocks, a fixed 4.7M cells at every scale) and the ``temporal``
-protocol (small_matrix only) are handled in memory. Peak memory is that of one chunk and of
-small_matrix, whatever the length of the logs. Each set is written chunk by chunk through
-:class:`reco.io.StreamedParquetWriter`, which gives the bytes that ``write_parquet`` gives the
-whole set held in memory (the row groups polars would cut it into), so the files and the summary
-are the same for any ``partition_rows`` and the same as the in-memory split writes
-(:func:`write_split`); :func:`split_interactions` returns the same sets in memory.
+:func:`write_split` cuts the logged feed into ``train``, ``history`` and ``ranker_labels`` and the fully
+observed ``small_matrix`` into the ``validation`` and ``test`` blocks, with no evaluation pair in any
+training set, labels and graded relevance from the fitted label rule on every set, and ``big_matrix`` read
+one chunk of whole users at a time, so the files are the same for any chunk size and memory does not grow
+with the logs. See docs/protocol.md and docs/design/data.md.
 
 Examples
 --------
@@ -160,9 +91,8 @@ def pair_key() -> pl.Expr:
     """One ``Int64`` per (user, video) pair that sorts like the pair (user first, then video).
 
     ``user * 2**32 + (video + 2**31)`` is injective over all ``Int32`` pairs and never overflows.
-    Set operations on this one column are 3-30x faster than on the two columns (on 12.5M rows:
-    the anti-join 3.0 s -> 0.5 s, sorted unique pairs 5.1 s -> 0.15 s). A user's keys fill the
-    range ``[user * 2**32, (user + 1) * 2**32)``.
+    Set operations (anti-joins, sorted unique pairs) on this one column are much cheaper than on
+    the two columns. A user's keys fill the range ``[user * 2**32, (user + 1) * 2**32)``.
 
     Examples
     --------
@@ -329,7 +259,7 @@ class _TrainingSummary:
 
 
 class _Splitter:
-    """One split of a user-sorted training source (see the module docstring for the passes)."""
+    """One split of a user-sorted training source (the passes: docs/design/data.md)."""
 
     def __init__(
         self,
@@ -573,7 +503,7 @@ def split_to_sink(
     source: str = "big_matrix",
     partition_rows: int | None = None,
 ) -> dict[str, Any]:
-    """Split for ``split.protocol`` (see the module docstring), handing each set's rows to ``sink``.
+    """Split for ``split.protocol`` (see docs/design/data.md), handing each set's rows to ``sink``.
 
     Parameters
     ----------

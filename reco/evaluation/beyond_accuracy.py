@@ -1,26 +1,8 @@
 """Beyond-accuracy metrics of top-K lists: coverage, concentration, popularity bias, novelty, diversity.
 
-All are computed from the recommended lists alone (no relevance), over *every* test user's list,
-at every cut-off K, from one ``(n_users, max_k)`` matrix of catalogue indices (``-1`` = padding,
-not an item). Definitions (also exported as :data:`DEFINITIONS`):
-
-- ``coverage@K``: share of the catalogue in any top-K list (reused from
-  :func:`reco.evaluation.metrics.ranking_metrics`).
-- ``gini@K``: Gini coefficient of the number of top-K lists each catalogue item appears in, over
-  the whole catalogue (items never recommended count as 0): 0 when every item is recommended
-  equally often, ``(n - 1) / n`` when one item takes every slot.
-- ``popularity_percentile@K``: popularity = number of training interactions of the item; its
-  percentile is the mid-rank within the test catalogue, ``100 * (#less popular + #equally
-  popular / 2) / n_items`` (so 50 when all are equal). Averaged within each list, then over users.
-- ``novelty@K``: self-information ``-log2(u_i / U)`` with ``u_i`` the number of distinct training
-  users who interacted with item ``i`` and ``U`` the number of distinct training users; an item
-  no training user saw is counted as if one had (``u_i = 1``). Averaged within each list, then
-  over users.
-- ``ild@K`` (intra-list diversity): mean over pairs of items in a list of ``1 - cosine`` similarity
-  of their multi-hot vectors over the 31 category tags (an item without tags is dissimilar to
-  everything), then averaged over users with at least 2 items in their list. Uses
-  ``sum_{i<j} cos_ij = (|sum_i t_i|^2 - sum_i |t_i|^2) / 2`` over unit vectors ``t_i``, so it costs
-  ``O(users * K * tags)``.
+Computed from the recommended lists alone (no relevance), over every evaluated user's list at every
+cut-off K: ``coverage``, ``gini``, ``popularity_percentile``, ``novelty`` and intra-list diversity
+``ild``, defined in :data:`DEFINITIONS`. See docs/design/evaluation.md.
 
 Example
 -------
@@ -130,7 +112,7 @@ def item_stats(
     ([2, 1, 0], [1, 1, 0], 2, [1, 2, 0])
     """
     catalogue_frame = pl.DataFrame({Columns.item: pl.Series(np.asarray(catalogue), dtype=pl.Int64)})
-    # Only the catalogue's rows are aggregated (on KuaiRec about half of training: ~3x faster).
+    # Only the catalogue's rows are aggregated (a block's catalogue is a fraction of the training videos).
     counts = (
         train.lazy()
         .select(pl.col(Columns.user), pl.col(Columns.item).cast(pl.Int64))

@@ -1,5 +1,7 @@
 """Reading the JSON inputs of the evaluation stages: a clear error for a malformed file, the fitted label rule.
 
+See docs/design/evaluation.md.
+
 Example
 -------
 >>> rule = label_rule_from_summary({"label_rule": {"kind": "threshold", "threshold": 2.0,

@@ -1,16 +1,8 @@
 """Where the ``evaluate@<block>`` and ``report`` stages read and write: one definition of the file layout.
 
-``evaluate@<block>`` (``block`` in :data:`reco.schema.EVALUATION_BLOCKS`) writes, for its block:
-
-- ``metrics/blocks/<block>/metrics.json``: ``{"data", "candidates", "definitions", "models"}``;
-- ``metrics/blocks/<block>/uncertainty.json``, ``beyond_accuracy.json``, ``segments.json``;
-- ``data/evaluation/<block>/per_user.parquet`` and ``top_k.parquet``.
-
-``report`` merges both blocks and the seed spread into ``metrics/metrics.json``,
-``metrics/{uncertainty,beyond_accuracy,segments}.json`` (each ``{"validation": ..., "test": ...}``),
-``metrics/model_card.md`` and the plot data under ``metrics/plots/``.
-
-Paths are relative to ``root`` (the repository root for the stages, a temporary folder in tests).
+:class:`BlockFiles` names one block's outputs (``metrics/blocks/<block>/`` and
+``data/evaluation/<block>/``) and :class:`ReportFiles` the merged files under ``metrics/``, relative to a
+root (the repository for the stages, a temporary folder in tests). See docs/design/evaluation.md.
 
 Examples
 --------

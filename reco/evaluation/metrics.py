@@ -1,23 +1,9 @@
 """Top-K selection and binary-relevance ranking metrics, vectorised over users.
 
-Notation: for a user u, R_u is the set of relevant items (|R_u| >= 1) and L_u the top-K
-recommended list; rel_i = 1 if the item at rank i (1-based) is in R_u, else 0. A ``-1``
-padding slot in a list is not an item: it counts as a non-relevant slot (precision still
-divides by K).
-
-Definitions (these exact strings are also exported as :data:`DEFINITIONS` and written into
-``metrics.json``):
-
-- precision@K = |L_u ∩ R_u| / K
-- recall@K = |L_u ∩ R_u| / |R_u|
-- hit_rate@K = 1 if |L_u ∩ R_u| >= 1 else 0
-- DCG@K = sum_{i=1..K} rel_i / log2(i+1) with binary rel; IDCG@K = sum_{i=1..min(K,|R_u|)} 1/log2(i+1); NDCG@K = DCG/IDCG
-- AP@K = (1/min(K, |R_u|)) * sum_{i=1..K} rel_i * precision@i; MAP@K = mean over users of AP@K
-- coverage@K = |union over users of top-K items| / n_catalogue_items
-- Metrics are computed per user, then averaged over users with >= 1 relevant item.
-
-The coverage union runs over *all* input users (a recommender's catalogue reach does not
-depend on whether a user happens to have a held-out positive); ``-1`` padding is not an item.
+:func:`top_k_items` picks each user's top K (ties by catalogue index) and :func:`ranking_metrics` computes
+precision, recall, hit rate, NDCG, MAP and coverage at every K, per user and then averaged over users with
+at least one relevant item; the exact definitions are :data:`DEFINITIONS`, written into ``metrics.json``.
+See docs/design/evaluation.md.
 
 Example
 -------
@@ -142,7 +128,7 @@ def top_k_items(scores: np.ndarray, k: int, valid: np.ndarray | None = None) -> 
     ``np.partition`` picks the k smallest keys and only that block is sorted. Other dtypes
     (e.g. float64, where a cast to float32 could create ties) find each row's k-th best score
     with ``np.partition`` and sort only the entries at least that good (ties included) by
-    (score, index): the same result as a full stable argsort, ~3x faster for k << n_items.
+    (score, index): the same result as a full stable argsort, while sorting only about k entries per row.
 
     Parameters
     ----------
@@ -268,7 +254,7 @@ def ranking_metrics(
 ) -> RankingResult:
     """Compute precision, recall, NDCG, MAP and hit rate at each K, plus catalogue coverage.
 
-    See the module docstring (or :data:`DEFINITIONS`) for the exact definitions. The
+    See :data:`DEFINITIONS` (docs/design/evaluation.md) for the exact definitions. The
     relevance of the whole ``(n_users, max_k)`` list is gathered once into a boolean matrix;
     every metric at every K is then a column of a cumulative sum along the list.
 

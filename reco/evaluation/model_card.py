@@ -1,13 +1,10 @@
 """The model card: a deterministic markdown summary of what was trained, on what, and how well.
 
-Everything in the card is read from the run's own artifacts (the raw-data manifest and checksums,
-the models' saved parameters, the per-block payloads of ``evaluate@validation`` and
-``evaluate@test`` merged by ``report``, and the seed spread); nothing is typed in by hand, and the
-statements under *Known limitations* are derived from the numbers. The headline results are the
-test block's (read once, for the chosen configuration), with 95% bootstrap intervals over test
-users and, beside them, the spread of the seed-dependent models over training seeds; the
-validation block, where every setting is chosen, has its own table. No timestamps, no absolute
-paths, fixed float formatting: the same inputs give the same bytes.
+:func:`render_model_card` builds ``metrics/model_card.md`` from the run's own artifacts only (the raw-data
+manifest, the models' saved parameters, both evaluation blocks and the seed spread): the test block's
+results with bootstrap intervals and seed spread, the validation table and limitations derived from the
+numbers, with no timestamps or absolute paths, so the same inputs give the same bytes. See
+docs/design/evaluation.md.
 
 Example
 -------

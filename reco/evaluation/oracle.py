@@ -1,31 +1,9 @@
 """Oracles: rankings that read the simulator's ground truth (ceilings and diagnostics, not models).
 
-Only the simulator has a ground truth (``data/raw/simulator_ground_truth.parquet``: for every cell
-of the fully observed block, the location ``watch_eta`` of its log seconds watched, the viewer's
-``skip_shift``, the ``video_duration`` in ms and the ``expected_watch_ratio``).
-
-``oracle`` (the honest oracle)
-    Ranks each user's cells by the **probability of the label**, computed exactly from the
-    generative story by :func:`reco.data.simulator.probability_watch_ratio_above` with the cell's
-    cut-off under the fitted label rule: ``label.threshold`` for the ``threshold`` kind, the cut-off
-    of the video's duration bucket for ``duration_debiased`` (bucket = number of the rule's inner
-    edges the duration in ms exceeds, :func:`reco.data.labels.bucket_index_expr`). The label is a
-    Bernoulli draw with that probability, so this order maximises the expected number of positives
-    in every top-K (expected precision, recall and DCG at every K): no model can beat it on
-    average. It can still lose on one draw of the labels, by chance.
-``oracle_watch_ratio``
-    Ranks by the *expected watch ratio*. That is not the label: a long session on a short video
-    inflates the mean ratio without making a positive more likely, so this order is not the best
-    for the binary label (a model can beat it). Kept beside ``oracle`` to show the difference.
-``oracle_item`` / ``oracle_item_watch_ratio``
-    Each video's mean of the above over the block's observed cells, the same list for everyone.
-    ``oracle_item`` is the best non-personalised ranking for this label (the top-K of the mean
-    label probability maximises expected precision@K of any list shown to everyone); the gap
-    to ``oracle`` is what personalisation can add at most.
-
-Reproducibility: the probabilities come from :mod:`reco.portable_math` (the same bits on every
-CPU) and the per-video means are sequential ``np.bincount`` sums, so the orderings do not depend on
-the machine.
+``oracle`` ranks each user's cells by the exact probability of the label (no model can beat it on
+average), ``oracle_watch_ratio`` by the expected watch ratio, and ``oracle_item`` /
+``oracle_item_watch_ratio`` by per-video means, the best list shown to everyone; the orderings are the same
+on every machine. See docs/design/evaluation.md.
 
 Example
 -------
@@ -126,7 +104,7 @@ def item_means(scores: np.ndarray, observed: np.ndarray) -> np.ndarray:
 def oracle_scores(
     truth: pl.DataFrame, grid: BlockGrid, rule: LabelRule, source: str = "ground truth"
 ) -> dict[str, np.ndarray]:
-    """The four oracle score matrices of ``grid`` (see the module docstring), float64.
+    """The four oracle score matrices of ``grid`` (see docs/design/evaluation.md), float64.
 
     Parameters
     ----------

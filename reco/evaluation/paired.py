@@ -1,28 +1,9 @@
 """Paired comparison of two revisions of the pipeline on the same users, and the "real change" rule.
 
-Used by :mod:`reco.review`. Both revisions score (mostly) the same evaluated users, so the change
-of a metric is measured per user, ``HEAD - BASE``, and only then averaged: user-to-user variation
-cancels out and the interval is much narrower than two independent intervals would be.
-
-Method
-------
-- Paired difference: ``d_u = head_u - base_u`` for every user ``u`` evaluated in both revisions;
-  the reported ``mean`` is the observed mean of ``d_u`` (equal to the difference of the two means
-  over those users).
-- Interval: percentile bootstrap over users, sharing :func:`reco.evaluation.uncertainty.bootstrap_weights`
-  (one ``(samples, n_users)`` count matrix from a seeded numpy generator; every metric of a model
-  is resampled at once with one matrix product, no Python loop over users or resamples).
-- Seed noise: the user bootstrap says nothing about training randomness (ALS ``random_state``,
-  the ranker seed). ``metrics/seed_spread.json`` gives, per model and metric, the standard
-  deviation ``s`` of the metric over several seeds. Two runs that differ only in their seeds
-  differ by a quantity of standard deviation ``sqrt(2) * s``; about 95% of such gaps are below
-  ``2 * sqrt(2) * s``. The *seed spread* used as threshold is therefore
-  ``SEED_SPREAD_FACTOR * max(s_BASE, s_HEAD)`` with ``SEED_SPREAD_FACTOR = 2 * sqrt(2) ~ 2.83``
-  (the larger of the two revisions' std: if HEAD made training less stable, its spread counts).
-- Verdict (:func:`change_verdict`): ``real`` only when the interval excludes 0 (``low > 0`` or
-  ``high < 0``) **and** ``|mean| > seed spread``; ``within noise`` when either test fails;
-  ``unknown`` when the interval excludes 0 but no seed spread is known (a seed change alone might
-  explain it, so it is never called real).
+:func:`paired_revision_differences` measures a metric's change per user, ``HEAD - BASE``, with a bootstrap
+interval over users, and :func:`change_verdict` calls it ``real`` only when the interval excludes 0 and the
+change exceeds the seed spread (:func:`seed_noise_threshold`). See docs/selection-and-review.md and
+docs/design/evaluation.md.
 
 Examples
 --------
@@ -56,7 +37,7 @@ __all__ = [
     "seed_noise_threshold",
 ]
 
-# 2 * sqrt(2): ~95% bound on the gap between two runs that differ only in their seeds (see module doc).
+# 2 * sqrt(2): ~95% bound on the gap between two runs that differ only in their seeds (see docs/design/evaluation.md).
 SEED_SPREAD_FACTOR: Final = 2.0 * math.sqrt(2.0)
 
 

@@ -1,54 +1,10 @@
 """``evaluate@<block>``: score every model on one evaluation block's grid and write the block's results.
 
-The block (``validation`` or ``test``: disjoint sets of ``small_matrix`` users, see
-:mod:`reco.data.split`) is a grid of its users x its videos; every model ranks only the observed
-cells of each user (:mod:`reco.evaluation.evaluate`). Settings are chosen on ``validation``; the
-``test`` block is read once, for the chosen configuration (``report`` puts both side by side).
-
-Models
-------
-``random``, ``popularity``, ``duration``, ``duration_popularity``, ``popularity_within_duration``
-    Reference rankers (:mod:`reco.models.baselines`), non-personalised except ``random``.
-``als``
-    The candidate generator alone (``models/als/test``, fitted on all training data), ranking the
-    whole block catalogue; users unknown to ALS are served by ``popularity`` (as the candidates
-    stage does).
-``ranker``
-    The product: ALS's top ``candidates.n`` re-ranked by LightGBM, the other videos after them in
-    ALS order.
-``oracle``, ``oracle_watch_ratio``, ``oracle_item``, ``oracle_item_watch_ratio``
-    Only with the simulator: rankings that read its ground truth (:mod:`reco.evaluation.oracle`).
-
-Checks (before any model is loaded): every K must be at most the block's catalogue size, and
-``candidates.n`` (read from ``metrics/candidates/<block>.json``) at least ``max(evaluate.ks)``:
-below it the ranker's list would be ALS's order past the candidates.
-
-Determinism: every ordering is :func:`reco.evaluation.metrics.top_k_items` (ties by catalogue index);
-the baselines' and oracles' scores come from exact arithmetic or :mod:`reco.portable_math` (ALS and
-the ranker score as their models do); per-video means are sequential sums; every output is written
-with sorted keys or in a fixed row order. The same inputs give the same bytes.
-
-Bounded memory and the compute engine
--------------------------------------
-The block's grid is small (its users x its videos) and stays in memory; the training views are
-not. Two kinds of user partitions (:func:`reco.partitions.user_partitions`) carry the work, each a
-function called in this process partition after partition, or as Dask tasks with a ``client``:
-
-1. *Training partitions* (:func:`training_aggregates`): each reads its users' training views
-   (a sliced lazy scan) and counts the popularity baselines' positive and total views per video
-   (:func:`reco.models.baselines.view_counts`) and the beyond-accuracy item statistics
-   (:func:`reco.evaluation.beyond_accuracy.item_stats`). The partials are whole numbers, added
-   up by :func:`reco.compute.tree_reduce`: exact in any order.
-2. *Block partitions*: each scores its users for every model (:func:`score_partition`), picks
-   their top-K lists and computes their per-user metrics (:func:`evaluate_partition`). Quantities
-   over all users come first, from a cheaper pass over the same partitions
-   (:func:`bounds_partition`): the score ranges the two-stage scores are mapped into
-   (:class:`reco.evaluation.evaluate.TwoStageBounds`, min and max) and the oracles' per-video
-   means (exact sums). The client concatenates the per-user arrays and lists in user order and
-   computes the means, coverage, bootstrap intervals and reports from them, as on the whole grid.
-
-Every per-user value depends on that user's row alone and every cross-user quantity is exact, so
-the outputs are the same bytes for any ``compute.user_partitions`` and either engine.
+:func:`evaluate_block` checks the cut-offs, scores the baselines, ALS, the two-stage ranker and (with the
+simulator) the oracles on the observed cells of each of the block's users, one user partition at a time in
+this process or as Dask tasks, and computes metrics, intervals, segments and beyond-accuracy reports; every
+per-user value depends on that user alone and every cross-user quantity is exact, so the outputs are the
+same bytes for any partitioning and either engine. See docs/design/evaluation.md and docs/scaling.md.
 """
 
 from __future__ import annotations

@@ -1,27 +1,10 @@
 """``report``: merge the two evaluation blocks and the seed spread into the files reviewers read.
 
-Reads what ``evaluate@validation`` and ``evaluate@test`` wrote (``metrics/blocks/<block>/``, see
-:mod:`reco.evaluation.layout`), ``metrics/seed_spread.json`` (optional), the split summary, the
-raw-data manifest and the saved models' parameters, and writes:
-
-``metrics/metrics.json``
-    ``{"protocol", "label_threshold", "label_kind", "ranker_labels", "selection", "definitions",
-    "validation": {"data", "candidates", "models"}, "test": {...}}``; both blocks list the same
-    models and metrics (refused otherwise). ``models`` maps each model to flat
-    ``<metric>_at_<k>`` floats (rounded to 6 digits by ``evaluate``), so ``dvc metrics diff``
-    shows e.g. ``test.models.ranker.ndcg_at_10``.
-``metrics/uncertainty.json``, ``metrics/beyond_accuracy.json``, ``metrics/segments.json``
-    ``{"validation": <the block's report>, "test": ...}``.
-``metrics/model_card.md``
-    :func:`reco.evaluation.model_card.render_model_card`: the test block's results with 95%
-    bootstrap intervals and the seed spread of the seed-dependent models, the validation table,
-    the protocol and the models.
-``metrics/plots/metrics_at_k.json``
-    Rows ``{"model", "k", "precision", "recall", "ndcg", "map", "hit_rate", "coverage"}`` of the
-    **test block** (the plot template draws one line per model and per revision; rows of two
-    blocks would share a line).
-``metrics/plots/paired_differences.json``
-    Rows ``{"comparison", "metric", "mean", "low", "high"}`` of the test block.
+:func:`build_report` reads what ``evaluate@validation`` and ``evaluate@test`` wrote, the seed spread, the
+split summary, the raw-data manifest and the models' parameters; :func:`write_report` writes
+``metrics/metrics.json`` (flat ``<metric>_at_<k>`` values per block and model, for ``dvc metrics diff``),
+the merged uncertainty, beyond-accuracy and segment reports, the model card and the plot data. See
+docs/design/evaluation.md.
 """
 
 from __future__ import annotations
@@ -79,7 +62,7 @@ class BlockPayloads:
 
 @dataclass(frozen=True)
 class Report:
-    """Everything ``report`` writes (see the module docstring)."""
+    """Everything ``report`` writes (see docs/design/evaluation.md)."""
 
     metrics: dict[str, Any]
     uncertainty: dict[str, Any]
@@ -129,7 +112,7 @@ def _check_blocks(blocks: Mapping[str, BlockPayloads], sources: Mapping[str, obj
 def merge_blocks(
     blocks: Mapping[str, BlockPayloads], split_summary: Mapping[str, Any], sources: Mapping[str, object] | None = None
 ) -> dict[str, Any]:
-    """The merged ``metrics.json`` payload (see the module docstring).
+    """The merged ``metrics.json`` payload (see docs/design/evaluation.md).
 
     Parameters
     ----------

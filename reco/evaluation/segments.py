@@ -1,17 +1,8 @@
 """Headline metrics per user segment: activity degree and quartile of training-history length.
 
-A model can win on average and lose on a segment (e.g. users with short histories, where
-collaborative filtering knows little). Two segmentations of the *evaluated* test users:
-
-- ``user_active_degree``: the profile column of ``user_features`` (``full_active``, ``high_active``,
-  ``middle_active``, ``UNKNOWN``; a user without a profile row is ``"missing"``);
-- ``history_quartile``: the user's number of training interactions, cut at its 25/50/75 %
-  quantiles over the evaluated users (numpy's linear interpolation); ``q1`` holds lengths
-  ``<= edge_1``, ``q2`` lengths in ``(edge_1, edge_2]``, and so on. Ties stay together, so with
-  many equal lengths a quartile can be larger than a quarter, or empty (then it is left out).
-
-Each segment reports its number of users and, per model, the mean of ``ndcg``, ``map`` and
-``recall`` at one cut-off (see :func:`nearest_cutoff`).
+A model can win on average and lose on a segment; each segment of the evaluated users (by
+``user_active_degree`` and by :func:`history_quartiles`) reports its number of users and, per model, the
+mean ``ndcg``, ``map`` and ``recall`` at one cut-off. See docs/design/evaluation.md.
 
 Example
 -------

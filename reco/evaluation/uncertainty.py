@@ -1,23 +1,9 @@
 """Bootstrap uncertainty of the ranking metrics, and paired model comparisons, over users.
 
-The unit of resampling is the *evaluated user* (a user with >= 1 relevant item): every metric in
-:mod:`reco.evaluation.metrics` is a mean of per-user values, so the user is the independent unit.
-
-Method
-------
-- One ``(samples, n_users)`` matrix of indices drawn uniformly with replacement
-  (``numpy.random.default_rng(seed).integers``) defines the resamples; it is turned into a
-  ``(samples, n_users)`` matrix of counts ``W`` (how often each user is drawn in each resample).
-  The resampled mean of every metric at once is then one matrix product ``W @ V / n_users`` with
-  ``V`` the ``(n_users, n_metrics)`` per-user values: no Python loop over users or resamples.
-- Interval: the percentile bootstrap, i.e. the ``(1 - c) / 2`` and ``(1 + c) / 2`` quantiles
-  (numpy's default linear interpolation) of the resampled means, ``c = 0.95``.
-- Paired difference A - B: the *same* resamples are applied to the per-user differences
-  ``V_A - V_B`` (both models are scored on the same users), which keeps the correlation between
-  the two models and gives a much narrower interval than two independent intervals would.
-  ``mean`` is the observed mean difference (= difference of the two means).
-- Win rate of A over B: share of users whose value under A is strictly greater than under B;
-  ``tie_rate``: share with exactly equal values (e.g. both 0); ``loss_rate = 1 - win - tie``.
+The evaluated user is the unit of resampling: :func:`bootstrap_weights` draws one seeded matrix of
+resample counts, every metric's resampled means are one matrix product, :func:`metric_intervals` gives
+percentile intervals, and paired differences apply the same resamples to per-user differences, with win,
+tie and loss rates. See docs/design/evaluation.md.
 
 Examples
 --------

@@ -1,30 +1,11 @@
 """Choose settings on the validation block with DVC experiments; never look at the test block.
 
-``python -m reco.experiments.selection`` runs a greedy coordinate search described by a committed
-search space (``selection/space.yaml``): starting from the current ``params.yaml``, each step
-varies one setting over its candidate values, with every other setting at the best found so far;
-all candidates of a step are queued as DVC experiments (``dvc exp run --queue -S key=value
-evaluate@validation``) and run (``dvc queue start``); the value with the best validation score
-is kept and the next setting is varied. Because every experiment targets ``evaluate@validation``,
-DVC only builds what the validation block needs: the test block's candidates, features and
-metrics are never computed while choosing (the test is read once, by ``dvc repro`` after
-``--apply``).
-
-Each step is judged on the model its settings serve: ALS settings on ``als`` (the candidate
-generator), every other setting on ``ranker`` (the two-stage model). A new value replaces the
-incumbent only if its validation NDCG@10 is higher by more than ``min_gain`` (default 0.001): a
-difference that small is noise on ~700 users, and keeping the incumbent (the simpler or the
-conventional value, listed first) generalises better than chasing it.
-
-Outputs (commit them): ``selection/log.json`` (every configuration with its validation NDCG@10,
-MAP@10 and 95% bootstrap interval, for als, ranker and popularity, and the choice of each step)
-and ``selection/log.md`` (the same as Markdown). ``--apply`` writes the chosen values into
-``params.yaml`` (comments kept); then ``dvc repro`` computes the test block once.
-
-When to re-run: after any change of the data (``data.source``, ``data.profile``, ``data.scale``)
-or of the label (``label.*``): settings fitted to one data set or label are not evidence for
-another. Run it from the repository root with a clean git state (experiments are made from the
-last commit plus the workspace).
+``python -m reco.experiments.selection [--jobs N] [--apply]`` runs a greedy coordinate search over the
+committed ``selection/space.yaml``: each step queues one DVC experiment per candidate value targeting
+``evaluate@validation``, keeps a new value only if it beats the incumbent by more than ``min_gain`` on the
+model it serves, and logs every configuration to ``selection/log.json`` and ``selection/log.md``;
+``--apply`` writes the choice into ``params.yaml`` for ``dvc repro`` to compute the test block once. See
+docs/selection-and-review.md and docs/design/experiments.md.
 """
 
 from __future__ import annotations

@@ -1,1 +1,4 @@
-"""Models: implicit ALS candidate generation, baselines, ranker features and the LightGBM ranker."""
+"""Models: implicit ALS candidate generation, baselines, ranker features and the LightGBM ranker.
+
+See docs/design/models.md.
+"""

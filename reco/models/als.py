@@ -1,61 +1,9 @@
 """Implicit-feedback ALS (the first stage): confidence matrix, fit, save/load and scoring.
 
-Conventions follow :mod:`implicit`: the training matrix is **users x items** CSR (rows = users),
-float32, with sorted indices. External KuaiRec ids are mapped to dense positions by an
-:class:`IdMap` (sorted unique int32 ids, ``np.searchsorted`` look-ups).
-
-Confidence of an observed (user, item) pair is ``1 + alpha * v`` where ``v`` depends on
-``AlsParams.confidence``:
-
-``binary``
-    ``v = 1`` for pairs with ``watch_ratio > threshold``; other pairs are dropped.
-``watch_ratio``
-    ``v = min(watch_ratio, 10)``.
-``log1p_watch_ratio``
-    ``v = log1p(watch_ratio)``.
-``signed``
-    Positive views (``watch_ratio > threshold``) get ``1 + alpha``; every other logged view is
-    *negative feedback* with confidence ``negative_weight`` (stored as ``-(1 + negative_weight)``,
-    implicit's convention: a negative entry means preference 0 with that confidence). In a logged
-    feed, a shown-but-skipped video says more than an unshown one, and without it ALS learns the
-    feed's exposure instead of the user's taste.
-
-Repeated views of a pair are aggregated first (max watch ratio); pairs with ``v == 0`` are
-dropped (they carry no preference). The matrix already holds the confidence, so implicit is run
-with ``alpha=1.0``.
-
-Bounded memory
---------------
-The training sets grow with the logged views; the matrix grows with the distinct pairs only.
-:func:`fit_als` given a lazy scan of a set sorted by user (the split's ``history``/``train``)
-never holds the views: it reads them a chunk of whole users at a time
-(:func:`reco.data.labels.iter_user_chunks`), aggregates each chunk to its pairs (a pair's
-views are all in its user's chunk) and builds the CSR arrays straight from the pairs, which
-arrive sorted by (user, item). The matrix is the one the in-memory path builds from the same
-rows, so the fit is the same.
-
-The same factors on every CPU
-----------------------------
-implicit's CPU solver runs on BLAS (``dot``, ``axpy``, ``symv``), and OpenBLAS picks a different
-kernel per CPU (Haswell, SkylakeX, Zen, NEON, ...), each summing in its own order: in float32
-the factors of one fit differed by up to 5e-5 (relative) between two kernels of this machine,
-enough to reorder 5% of the users' top-200 lists. Here the fit runs in **float64**, where the
-same two kernels (and a third) agree to 2e-13 in absolute terms, and the factors are then
-rounded to the grid of multiples of ``2**-FACTOR_GRID_BITS`` (2**-16 ~ 1.5e-5, ~0.1% of a typical
-factor) and stored as float32 (exactly). A value changes only if the kernels' 1e-13 difference
-straddles a rounding boundary: with ~0.6M factors that happens in well under 1% of fits
-(measured: none of 573,632 factors differed across three OpenBLAS kernels). Near-zero factors
-(videos without any signal, which float arithmetic leaves at noise like 1e-16) become exactly 0.
-Every score is then computed in float64 from the grid values: products of two multiples of
-2**-16 below 8 in size are multiples of 2**-32 and their sums stay below 2**53 such units, so a
-score is *exact* whatever order or FMA a BLAS kernel uses, and is cast to float32 once.
-The training loss is rounded to 10 significant digits. On a GPU (``als.use_gpu``) implicit fits
-in float32 and none of this holds: results then agree only within the tolerance in the README.
-
-``implicit`` is imported lazily (≈ 0.5 s), and ``OPENBLAS_NUM_THREADS=1`` is set at import
-(implicit warns and slows down when OpenBLAS runs its own thread pool); the fit is additionally
-wrapped in ``threadpoolctl.threadpool_limits(1, "blas")`` because the variable only takes effect
-when it is set before numpy is first imported.
+:func:`fit_als` builds the users x items confidence matrix (``als.confidence``; by default logged views
+that are not positive count as negative feedback) one chunk of users at a time, fits implicit's ALS in
+float64 and rounds the factors to a fixed grid, so the saved factors, and every score computed from them,
+are the same on every CPU whatever the BLAS kernel. See docs/same-results.md and docs/design/models.md.
 
 Examples
 --------
@@ -112,7 +60,7 @@ MODEL_FILES: Final[tuple[str, ...]] = (
     META_FILE,
 )
 
-FACTOR_GRID_BITS: Final = 16  # factors are stored as multiples of 2**-16 (see the module docstring)
+FACTOR_GRID_BITS: Final = 16  # factors are stored as multiples of 2**-16 (see docs/design/models.md)
 FACTOR_LIMIT: Final = 8.0  # |factor| < 8 keeps every score an exact float64 (2**-32 units below 2**53)
 LOSS_DIGITS: Final = 10  # significant digits of the recorded training loss
 
@@ -297,7 +245,7 @@ def _pairs_to_csr(pairs: pl.DataFrame, user_ids: IdMap, item_ids: IdMap) -> scip
     cols = item_ids.index_of(pairs[Columns.item].to_numpy())
     data = pairs[Columns.score].to_numpy().astype(np.float32, copy=False)
     known = (rows >= 0) & (cols >= 0)
-    # COO -> CSR is an O(nnz) counting sort in scipy (10x faster than a lexsort on 10M pairs).
+    # COO -> CSR is an O(nnz) counting sort in scipy (cheaper than a lexsort of the pairs).
     matrix = scipy.sparse.coo_matrix(
         (data[known], (rows[known], cols[known])), shape=(len(user_ids), len(item_ids)), dtype=np.float32
     ).tocsr()
@@ -367,7 +315,7 @@ def build_confidence_matrix(
     alpha: float,
     negative_weight: float = 0.0,
 ) -> scipy.sparse.csr_matrix:
-    """Users x items float32 CSR of confidences ``1 + alpha * v`` (see the module docstring).
+    """Users x items float32 CSR of confidences ``1 + alpha * v`` (see docs/design/models.md).
 
     Parameters
     ----------
@@ -517,8 +465,8 @@ def fit_als(
 
     ``interactions`` is a frame in memory, or a lazy scan of a table sorted by user (the split's
     sets), which is read about ``chunk_rows`` rows (whole users; default
-    :data:`reco.data.labels.CHUNK_ROWS`) at a time: only the aggregated pairs are held (see the
-    module docstring). Both give the same matrix and the same model.
+    :data:`reco.data.labels.CHUNK_ROWS`) at a time: only the aggregated pairs are held (see
+    docs/design/models.md). Both give the same matrix and the same model.
 
     Raises
     ------
@@ -564,7 +512,7 @@ def fit_als(
             factors=params.factors,
             regularization=params.regularization,
             alpha=1.0,  # the matrix already holds 1 + alpha * v
-            dtype=np.float32 if params.use_gpu else np.float64,  # float64 on the CPU: see the module docstring
+            dtype=np.float32 if params.use_gpu else np.float64,  # float64 on the CPU: see docs/design/models.md
             use_gpu=params.use_gpu,
             iterations=params.iterations,
             calculate_training_loss=params.use_gpu,  # CPU: computed by cpu_loss in `record`
@@ -701,7 +649,7 @@ def score_pairs(model: AlsModel, users: np.ndarray, items: np.ndarray) -> np.nda
     for start in range(0, known.size, _PAIR_CHUNK):
         rows = known[start : start + _PAIR_CHUNK]
         products = model.user_factors[u[rows]].astype(np.float64) * model.item_factors[i[rows]]
-        out[rows] = products.sum(axis=1)  # exact for grid factors (see the module docstring)
+        out[rows] = products.sum(axis=1)  # exact for grid factors (see docs/design/models.md)
     return out
 
 

@@ -1,37 +1,9 @@
 """Reference rankers scored by the same evaluator as the models.
 
-``random``
-    Uniform random scores (seeded): the floor.
-``popularity``
-    Each video's positive rate in training, smoothed toward the global rate with ``m``
-    pseudo-views: ``(positives + m * global_rate) / (views + m)``. Non-personalised.
-``duration``
-    Shortest videos first (score ``-video_duration``): under a watch-ratio label, short videos are
-    positive far more often (people watch a roughly fixed number of seconds), so this list alone
-    shows how much of a model's score a video's length explains.
-``duration_popularity``
-    Every video gets the smoothed positive rate of its *duration bucket* in training,
-    ``(positives_b + m * global_rate) / (views_b + m)``: the duration effect alone, learned from
-    the logs (all videos of a bucket tie).
-``popularity_within_duration``
-    The video's positive rate smoothed toward its bucket's rate, divided by that rate:
-    ``((positives_i + m * rate_b) / (views_i + m)) / rate_b``, popularity with the duration effect
-    removed (1 = as good as the typical video of its length; an unseen video scores exactly 1).
-    The prior is the bucket's rate, not the global rate: smoothing toward the global rate would
-    push every rarely seen video back toward ``global_rate / rate_b``, i.e. re-introduce the
-    duration effect this baseline removes.
-
-The duration buckets are the label rule's (``split_summary.json`` -> ``label_rule.edges_ms``, log
-spaced between the 1st and 99th percentile of training durations), with one definition of a
-bucket: :func:`reco.data.labels.bucket_index_expr` (bucket = number of inner edges the duration in
-milliseconds exceeds). These are the buckets the ``duration_debiased`` label is fitted in, so the
-baselines measure the same duration effect that label removes. Smoothing uses the same ``m``
-(``evaluate.popularity_smoothing``) as ``popularity``. A video without a known duration (none on
-KuaiRec or the simulator) has no bucket: it gets the global rate (``duration_popularity``), a
-ratio against the global rate (``popularity_within_duration``) and ranks last under ``duration``.
-
-Every score is built from integer counts with ``+ - * /`` only (no transcendental function), so
-the same inputs give the same bits, hence the same orderings, on every CPU.
+``random`` (the floor), ``popularity`` (smoothed positive rate), ``duration`` (shortest first),
+``duration_popularity`` (the duration effect alone) and ``popularity_within_duration`` (popularity with the
+duration effect removed), in the label rule's duration buckets, from integer counts with ``+ - * /`` only,
+so the same inputs give the same orderings on every CPU. See docs/design/models.md.
 """
 
 from __future__ import annotations
@@ -190,7 +162,7 @@ def duration_scores(durations_ms: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DurationPopularity:
-    """The two duration-bucket baselines of a catalogue (see the module docstring).
+    """The two duration-bucket baselines of a catalogue (see docs/design/models.md).
 
     Attributes
     ----------

@@ -1,18 +1,9 @@
 """Candidate generation: each user's top-N ALS items from a catalogue, with a popularity fallback.
 
-Scoring uses implicit's batched ``recommend`` on a CPU ALS object rebuilt from the saved factors
-(multi-threaded top-k in C++). Facts about implicit 0.7.3's ``recommend`` that shape this code
-(checked on the installed package):
-
-* with ``items=`` the call ranks only those items and clips ``N`` to ``len(items)``;
-* ``filter_already_liked_items=True`` does **not** remove seen items from the result when fewer
-  than ``N`` other items remain: they come back with score ``-DBL_MAX`` (``np.finfo(np.float64).min``
-  for the float64 model used here) and are dropped here;
-* without ``items=``, ``N`` larger than the number of items pads rows with item 0 and score 0,
-  indistinguishable from a real item: ``N`` is therefore clipped to the catalogue size here;
-* tied scores come back in no particular order: rows are re-sorted by (score desc, item id asc),
-  so the output is deterministic (which of several tied items makes the cut at rank N is decided
-  by implicit's top-k, deterministic for the same inputs).
+:func:`block_candidates` gives every user of an evaluation block ALS's top ``candidates.n`` of the block's
+videos they have not watched (a popularity list for users ALS does not know), labelled with the block's
+cells, one user partition at a time; :func:`recommend_candidates` wraps implicit's batched ``recommend``
+and makes its output deterministic. See docs/design/models.md.
 
 Examples
 --------
