@@ -363,10 +363,9 @@ CASES: list[Case] = [
          messages=("evaluate.ks = [0, 5]", "integers >= 1")),
     Case("params-ks-not-integers", "evaluate@test", params={"evaluate": {"ks": [5, 7.5]}},
          messages=("evaluate.ks[1] = 7.5", "expected an integer")),
-    Case("params-ks-above-test-catalogue", "evaluate@test", params={"evaluate": {"ks": [5, 10, 100_000]}},
-         link=("data/raw", "data/split"), messages=("evaluate.ks = [5, 10, 100000]", "test catalogue size")),
-    # evaluate may read only its own params sections: it compares max(ks) with the `n` that the
-    # candidates stage wrote, up front, beside the catalogue check above.
+    # A K above the catalogue is no bad input (it is reported over the whole catalogue, with a note:
+    # tests/evaluation/test_block_pipeline.py). evaluate may read only its own params sections: it
+    # compares max(ks) with the `n` that the candidates stage wrote, up front.
     Case("params-candidates-n-below-max-k", "evaluate@test", params={"evaluate": {"ks": [5, 10, 50]}},
          link=("data/raw", "data/split"), files={"metrics/candidates/test.json": '{"n": 30, "recall_at_30": 0.5}'},
          messages=("candidates.n", "30", "max(evaluate.ks)", "50")),

@@ -147,26 +147,37 @@ class BlockEvaluation:
     results: dict[str, RankingResult]
 
 
-def check_cutoffs(ks: Sequence[int], n_items: int, candidates_n: int | None, block: str) -> None:
-    """Refuse cut-offs the block cannot support (see the module docstring).
+def check_cutoffs(ks: Sequence[int], n_items: int, candidates_n: int | None, block: str) -> str | None:
+    """Refuse cut-offs the candidates cannot support; note the ones longer than the catalogue.
+
+    A K above the block's catalogue is allowed (a small profile with the default ``evaluate.ks``):
+    its list holds the whole catalogue and is padded with non-relevant slots, so precision@K still
+    divides by K and recall@K is the whole catalogue's.
+
+    Returns
+    -------
+    str or None
+        A note for the block's metrics when some K exceeds the catalogue, else ``None``.
 
     Raises
     ------
     ParamsError
-        ``max(ks)`` exceeds the block's catalogue size or ``candidates_n`` (when given).
+        ``candidates_n`` (when given) is below ``min(max(ks), n_items)``: the two-stage list would be
+        ALS's order past the candidates.
     """
-    if max(ks) > n_items:
-        raise ParamsError(
-            f"params.yaml: evaluate.ks = {list(ks)} is invalid; expected every K <= the {block} catalogue "
-            f"size ({n_items} videos)"
-        )
-    if candidates_n is not None and candidates_n < max(ks):
-        # The two-stage list is only re-ranked down to candidates.n; a longer K would be ALS's order.
+    if candidates_n is not None and candidates_n < min(max(ks), n_items):
         raise ParamsError(
             f"params.yaml: candidates.n = {candidates_n} is smaller than max(evaluate.ks) = {max(ks)}; "
             "expected candidates.n >= every K"
         )
 
+    above = [k for k in ks if k > n_items]
+    if not above:
+        return None
+    return (
+        f"evaluate.ks {above} exceed the {block} catalogue ({n_items} videos): those lists hold the whole "
+        "catalogue, padded with non-relevant slots"
+    )
 
 def load_block_inputs(files: BlockFiles, ks: Sequence[int]) -> BlockInputs:
     """Read the block's small inputs and index the large ones; the cut-off checks run before the models are loaded.
@@ -185,7 +196,6 @@ def load_block_inputs(files: BlockFiles, ks: Sequence[int]) -> BlockInputs:
     """
     rows = pl.read_parquet(files.block_file, columns=[Columns.user, Columns.item, Columns.label])
     n_items = rows[Columns.item].n_unique()
-    check_cutoffs(ks, n_items, None, files.block)
     candidate_stats = read_json(files.candidates_file)
     if not isinstance(candidate_stats, Mapping) or not isinstance(candidate_stats.get("n"), int):
         raise InputDataError(
@@ -557,7 +567,7 @@ def evaluate_block(
     compute = compute or ComputeParams()
     grid = build_block_grid(inputs.rows)
     ks = list(params.ks)
-    check_cutoffs(ks, len(grid.items), inputs.candidate_stats.get("n"), inputs.block)
+    cutoff_note = check_cutoffs(ks, len(grid.items), inputs.candidate_stats.get("n"), inputs.block)
     aggregates = _training_aggregates(inputs, grid, client, compute)
     context = _block_context(inputs, grid, params, aggregates)
     n_partitions = partition_count(context.train.rows_of(grid.users), compute)
@@ -607,6 +617,8 @@ def evaluate_block(
         per_user=per_user_frame(grid, results),
         top_k=pl.concat([part.top_k for part in parts], how="vertical", rechunk=True),
         results=results,
+    if cutoff_note is not None:  # only then: the metrics of a block that needs no note keep their bytes
+        metrics["data"]["notes"] = [cutoff_note]
     )
 
 

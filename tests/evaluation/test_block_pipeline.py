@@ -101,10 +101,29 @@ def test_cutoff_checks_run_before_any_model_is_loaded(tmp_path: Path) -> None:
     inputs = make_block_inputs()
     write_upstream(tmp_path, inputs)  # no models/ at all: the checks must refuse first
     files = BlockFiles.of("test", tmp_path)
-    with pytest.raises(ParamsError, match=r"evaluate.ks = \[5, 41\].*the test catalogue size \(40 videos\)"):
-        load_block_inputs(files, (5, 41))
     with pytest.raises(ParamsError, match=rf"candidates.n = {N_CANDIDATES} is smaller than max\(evaluate.ks\) = 20"):
         load_block_inputs(files, (5, 20))
+
+
+def test_a_k_above_the_catalogue_is_reported_over_the_whole_catalogue_with_a_note() -> None:
+    # A small profile with the default evaluate.ks: K = 41 and 60 exceed the 40-video catalogue.
+    inputs = make_block_inputs()
+    inputs = dataclasses.replace(inputs, candidate_stats={**inputs.candidate_stats, "n": 40})
+    n_items = inputs.rows[Columns.item].n_unique()
+    assert n_items == 40
+    metrics = evaluate_block(inputs, evaluate_params(ks=(5, 41, 60))).metrics
+    assert metrics["data"]["notes"] == [
+        "evaluate.ks [41, 60] exceed the test catalogue (40 videos): those lists hold the whole catalogue, "
+        "padded with non-relevant slots"
+    ]
+    for name, values in metrics["models"].items():
+        # the same whole-catalogue list at both K: every positive is found; precision still divides by K
+        assert values["recall_at_41"] == values["recall_at_60"] == pytest.approx(1.0), name
+        assert values["ndcg_at_41"] == values["ndcg_at_60"], name
+        assert values["precision_at_60"] == pytest.approx(values["precision_at_41"] * 41 / 60, abs=1e-6), name  # 6 decimals
+        assert values["coverage_at_41"] == values["coverage_at_60"] == 1.0, name
+    # no note where every K fits
+    assert "notes" not in evaluate_block(make_block_inputs(), evaluate_params()).metrics["data"]
 
 
 def run_stage(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
