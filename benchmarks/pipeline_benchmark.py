@@ -74,7 +74,7 @@ Every stage gets two sets of numbers:
     the median fit time is reported, all times in ``fit_s_runs``.
     The process's peak RSS includes reading the parquet file and building the matrix.
 ``bare LightGBM fit``
-    Only ``lightgbm.train`` is timed, inside the project's own ``reco.models.ranker.train_ranker``
+    Only ``lightgbm.train`` is timed, inside the project's own ``reco.models.ranker_engine.train_ranker``
     (same datasets, params, ``num_boost_round`` and the **same early-stopping setup**; LightGBM's
     lazy dataset binning happens inside ``lightgbm.train`` and is included). ``best_iteration`` is
     checked against the pipeline's ``metrics/ranker_training.json``.

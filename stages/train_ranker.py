@@ -1,12 +1,8 @@
-"""Stage train_ranker: LightGBM LambdaRank on the ranker's training feature table.
+"""Stage train_ranker: the LightGBM ranker on the ranker's training feature table (models/ranker).
 
-``compute.engine: local`` fits in this process; ``dask`` with LightGBM's distributed training on
-a Dask cluster (:mod:`reco.models.ranker_dask`); both save the same LightGBM text format.
-
-Bounded memory: the training table (one row per labelled view, several GB at scale) is never
-loaded whole. It is read one user partition at a time, keeping only the rows the ranker learns
-from (the sampled users' candidate-like rows, :func:`reco.models.features.ranker_training_table`),
-so the fit sees exactly the rows it would see in the whole table: the same model.
+Reads only the rows the ranker learns from, one user partition at a time
+(:func:`reco.models.features.ranker_training_table`), and trains on the engine ``compute`` names
+(:func:`reco.models.ranker_engine.train_ranker`). See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -29,7 +25,8 @@ def main() -> None:
     from reco.compute import compute_client
     from reco.io import write_json
     from reco.models.features import ranker_training_table
-    from reco.models.ranker import sample_users, save_ranker, train_ranker
+    from reco.models.ranker import sample_users, save_ranker
+    from reco.models.ranker_engine import train_ranker
     from reco.params import load_section
     from reco.partitions import UserRowIndex
 
@@ -41,14 +38,9 @@ def main() -> None:
     chosen = np.union1d(train_users, valid_users)
     with compute_client(compute) as client:
         table = ranker_training_table(index, chosen, params.candidate_rank_pct, compute=compute, client=client)
-        if client is not None:
-            from reco.models.ranker_dask import train_ranker_dask
-
-            ranker = train_ranker_dask(
-                table, spec["features"], spec["categorical"], params, compute, client=client, users=index.users
-            )
-        else:
-            ranker = train_ranker(table, spec["features"], spec["categorical"], params, users=index.users)
+        ranker = train_ranker(
+            table, spec["features"], spec["categorical"], params, users=index.users, compute=compute, client=client
+        )
     # The ranker saw the reduced table; the labelled rows are those of the whole table.
     ranker.summary["labelled_rows"] = index.n_rows
     save_ranker(ranker, MODEL_DIR)

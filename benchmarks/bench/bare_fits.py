@@ -113,7 +113,7 @@ def worker_lightgbm(work: Path) -> dict[str, Any]:
     import lightgbm
     import polars as pl
 
-    from reco.models.ranker import train_ranker
+    from reco.models.ranker_engine import train_ranker
     from reco.params import load_section
     from stages.train_ranker import FEATURES_DIR, SUMMARY_FILE
 

@@ -1,16 +1,10 @@
 """Seed spread: the headline models retrained with other seeds, to see how much of a gap is noise.
 
-The bootstrap intervals of ``metrics/uncertainty.json`` say how much a metric would move with
-other *users*; they say nothing about the randomness of *training*. This module retrains the
-seed-dependent models (ALS: ``als.random_state``, both fits; the ranker: ``ranker.seed``, which
-also draws its users) with each seed of ``seed_spread.seeds`` on exactly the pipeline's data and
-settings, rebuilds the candidates and features that depend on them, and scores ``als`` and
-``ranker`` on both evaluation blocks. ``metrics/seed_spread.json`` holds, per block, model and
-metric, the mean, standard deviation, minimum, maximum and every value.
-
-A difference between two revisions smaller than this spread is indistinguishable from a change
-of seed (``python -m reco.review`` uses it). Everything else (data, splits, other settings) is
-the pipeline's own, so the spread measures training randomness only.
+Each seed of ``seed_spread.seeds`` retrains ALS (both fits, ``als.random_state``) and the ranker
+(``ranker.seed``) on exactly the pipeline's data and settings, rebuilds the candidates and features
+that depend on them, and scores ``als`` and ``ranker`` on both evaluation blocks;
+``metrics/seed_spread.json`` holds the mean, standard deviation, range and values per block, model
+and metric, which ``python -m reco.review`` compares a change against. See docs/selection-and-review.md.
 
 Examples
 --------
@@ -47,7 +41,8 @@ from reco.models.features import (
     training_rows,
     write_feature_table,
 )
-from reco.models.ranker import sample_users, train_ranker
+from reco.models.ranker import sample_users
+from reco.models.ranker_engine import train_ranker
 from reco.params import (
     AlsParams,
     CandidatesParams,
@@ -229,6 +224,7 @@ def seed_run(inputs: SeedSpreadInputs, seed: int, shared: _Shared | None = None)
         list(inputs.categorical),
         dataclasses.replace(inputs.ranker, seed=seed),
         users=shared.train_table.users,
+        compute=LOCAL_COMPUTE,
     )
     ks = [10]
     train_rows = shared.train

@@ -1,26 +1,10 @@
-"""LightGBM ranker: the second stage, re-ranking ALS candidates.
+"""The LightGBM ranker (second stage) fitted in this process, and what both engines share.
 
-Training rows: the *logged views held out of training* (``ranker_labels``; by default a random
-share of pairs over the whole period, see :mod:`reco.data.split`), each described by features
-computed from the history that excludes them. We do not train on ALS candidates that
-were never shown: in a logged feed an unshown candidate is not a negative, and treating it as one
-teaches the ranker the feed policy instead of the user's taste. Logged views carry real outcomes,
-which matches the fully observed test, where every candidate was shown and has a real label.
-
-Of those labelled views, only the ones the history's ALS ranks near the top of the user's list are
-kept (``ranker.candidate_rank_pct``: the video's ALS rank among the user's *unwatched* videos over
-their number, the same quantity as a candidate's rank among the block's unwatched videos; the
-candidates stage passes on 200 of 3,327, about 0.06). At serving time the ranker only ever orders
-ALS's top candidates; trained on every labelled view it may spend its trees separating ALS's top
-from its bottom instead. The value is chosen on the validation block by
-``python -m reco.experiments.selection`` (``selection/log.md``), never on the test. The user split is drawn before the cut.
-
-Groups are users (rows of a user contiguous, groups in the order of the rows); labels are the graded
-relevance (``ranker.label: graded``) or the binary label. Early stopping watches a user-disjoint
-validation part of the ranker labels, so no user is in both parts. Training is deterministic
-(``deterministic``, ``force_row_wise``, fixed ``seed`` and ``num_threads``). The model is saved in
-LightGBM's own text format next to ``features.json`` (the ordered feature list); prediction
-refuses a table whose columns do not match it.
+It re-ranks ALS candidates and learns from logged views held out of training, cut to the ones the
+history's ALS ranks near the top (``ranker.candidate_rank_pct``); groups are users, early stopping
+watches a user-disjoint validation part, the fit is deterministic, and the model is saved in
+LightGBM's text format next to ``features.json``. :func:`reco.models.ranker_engine.train_ranker`
+picks this fit or the distributed one (:mod:`reco.models.ranker_dask`). See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -150,7 +134,7 @@ def prepare_training_parts(
 ) -> TrainingParts:
     """Sample the users, cut to candidate-like rows, split users into train and validation parts.
 
-    Shared by the local fit (:func:`train_ranker`) and the distributed one
+    Shared by the local fit (:func:`train_ranker_local`) and the distributed one
     (:func:`reco.models.ranker_dask.train_ranker_dask`), so both learn from the same rows.
     ``users`` are the ids to draw from (default: the users of ``table``); a table already
     reduced to the sampled users' rows (:func:`reco.models.features.ranker_training_table`)
@@ -190,19 +174,51 @@ def prepare_training_parts(
     return TrainingParts(frames, labels, train_users, valid_users, labelled_rows)
 
 
-def train_ranker(
+def gain_importance(booster: Any, features: list[str], iteration: int) -> list[dict[str, Any]]:
+    """Gain importance of each feature over the first ``iteration`` trees, by descending gain then name."""
+    gains = booster.feature_importance(importance_type="gain", iteration=iteration)
+    return sorted(
+        ({"feature": f, "gain": float(g)} for f, g in zip(features, gains, strict=True)),
+        key=lambda row: (-row["gain"], row["feature"]),
+    )
+
+
+def training_summary(
+    parts: TrainingParts, params: RankerParams, metric_name: str, values: list[float], best: int
+) -> dict[str, Any]:
+    """The training summary both engines write (``metrics/ranker_training.json``; the dask one adds its own keys).
+
+    ``values`` is the validation curve (one value per iteration) and ``best`` the 1-based best iteration.
+    """
+    train, valid = parts.frames["train"], parts.frames["valid"]
+    return {
+        "objective": params.objective,
+        "label": params.label,
+        "valid_metric": metric_name,
+        "best_iteration": best,
+        "best_valid_score": float(values[best - 1]),
+        "train_users": int(len(parts.train_users)),
+        "valid_users": int(len(parts.valid_users)),
+        "candidate_rank_pct": float(params.candidate_rank_pct),
+        "labelled_rows": int(parts.labelled_rows),
+        "train_rows": int(train.height),
+        "valid_rows": int(valid.height),
+        "train_positive_rate": float(train[Columns.label].mean()),  # type: ignore[arg-type]  # a bool column's mean
+    }
+
+
+def train_ranker_local(
     table: pl.DataFrame,
     features: list[str],
     categorical: list[str],
     params: RankerParams,
     users: np.ndarray | None = None,
 ) -> TrainedRanker:
-    """Fit the ranker on a feature table with ``label`` and ``relevance`` columns (in this process).
+    """Fit the ranker in this process on a feature table with ``label`` and ``relevance`` columns.
 
     ``users``: the ids the ranker's users are drawn from (see :func:`prepare_training_parts`).
-
-    ``compute.engine: dask`` trains with LightGBM's distributed training instead:
-    :func:`reco.models.ranker_dask.train_ranker_dask` (same rows, same saved format).
+    Callers normally go through :func:`reco.models.ranker_engine.train_ranker`, which picks this
+    fit or the distributed one.
 
     Raises
     ------
@@ -210,14 +226,13 @@ def train_ranker(
         If the table lacks labels, a feature column, or has no positive in either part.
     """
     lgb = import_lightgbm()
-    prepared = prepare_training_parts(table, features, params, users)
-    parts = {name: (prepared.frames[name], prepared.labels[name]) for name in ("train", "valid")}
-    labelled_rows, train_users, valid_users = prepared.labelled_rows, prepared.train_users, prepared.valid_users
+    parts = prepare_training_parts(table, features, params, users)
     datasets = {}
-    for name, (part, labels) in parts.items():
+    for name in ("train", "valid"):
+        part = parts.frames[name]
         datasets[name] = lgb.Dataset(
             _matrix(part, features),
-            label=labels,
+            label=parts.labels[name],
             group=_group_sizes(part[Columns.user].to_numpy()) if params.objective == "lambdarank" else None,
             feature_name=features,
             categorical_feature=categorical,
@@ -239,32 +254,14 @@ def train_ranker(
     )
     metric_name, values = next(iter(evals["valid"].items()))
     best = int(booster.best_iteration) or len(values)
-    gains = booster.feature_importance(importance_type="gain", iteration=best)
-    importance = sorted(
-        ({"feature": f, "gain": float(g)} for f, g in zip(features, gains, strict=True)),
-        key=lambda row: (-row["gain"], row["feature"]),
-    )
     return TrainedRanker(
         booster=booster,
         features=list(features),
         categorical=list(categorical),
         best_iteration=best,
         curve=[{"iteration": i + 1, metric_name: float(v)} for i, v in enumerate(values)],
-        importance=importance,
-        summary={
-            "objective": params.objective,
-            "label": params.label,
-            "valid_metric": metric_name,
-            "best_iteration": best,
-            "best_valid_score": float(values[best - 1]),
-            "train_users": int(len(train_users)),
-            "valid_users": int(len(valid_users)),
-            "candidate_rank_pct": float(params.candidate_rank_pct),
-            "labelled_rows": int(labelled_rows),
-            "train_rows": int(parts["train"][0].height),
-            "valid_rows": int(parts["valid"][0].height),
-            "train_positive_rate": float((parts["train"][0][Columns.label]).mean()),
-        },
+        importance=gain_importance(booster, features, best),
+        summary=training_summary(parts, params, metric_name, values, best),
     )
 
 

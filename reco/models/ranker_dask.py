@@ -1,43 +1,12 @@
 """The ranker trained by LightGBM's own distributed training (``lightgbm.dask.DaskLGBMRanker``).
 
-``compute.engine: dask`` routes :func:`reco.models.ranker.train_ranker` here. The same training
-table, the same :class:`~reco.params.RankerParams` and the same preparation as local mode (user
-sample, candidate cut, user-disjoint validation part, rows sorted by user and item, groups =
-users); only the fit is distributed, and the result is the same
-:class:`~reco.models.ranker.TrainedRanker`, so ``save_ranker`` writes the same LightGBM text
-format and every downstream stage is unchanged.
-
-Partitions: the training users are cut into one contiguous user range per worker, balanced by
-rows, so a user's rows (a ranking group) never straddle two partitions and each partition carries
-its own group sizes. Each partition is scattered to its own worker; LightGBM trains data-parallel
-(``tree_learner: data``) over the workers holding data.
-
-What lightgbm 4.7.0's Dask interface cannot do, and what this module does instead:
-
-- **No early stopping.** Each worker evaluates only its local share of an ``eval_set``, so
-  workers disagree on when to stop and the collective training hangs or dies with a socket
-  error (LightGBM issues #3712, #4493, #6351, #7009). The model is trained for all
-  ``ranker.n_estimators`` rounds; the validation curve is then computed here, on the
-  validation users, with LightGBM's own metric definition (:func:`validation_curve`), and the
-  early-stopping rule of ``lgb.early_stopping`` is applied to it (:func:`early_stopping_point`).
-  Boosting is sequential, so the first ``best_iteration`` trees are exactly those an early-stopped
-  run would have kept; the model is saved at that iteration, as in local mode. The cost is the
-  rounds trained after the stopping point.
-- **``num_threads`` does not apply**: lightgbm.dask sets it to each worker's thread count
-  (``compute.threads_per_worker``), which the saved model records.
-- **Not bit-reproducible.** ``deterministic``, ``force_row_wise`` and ``seed`` are passed, but
-  lightgbm.dask numbers the machines in the order the scheduler reports where the data lives,
-  which varies from run to run; in data-parallel training each machine finds the bin boundaries
-  of a share of the features from its local rows, so two runs can bin (and split) slightly
-  differently. Ranking quality matches local mode within noise (see the tests for the tolerance).
-- The model's ``machines`` and ``local_listen_port`` (random ports of one run) are reset to
-  LightGBM's defaults before saving, so the text file does not carry a run's network addresses.
-
-A worker lost during training breaks LightGBM's collective (its peers fail with a socket error,
-its scattered partition is gone); the whole fit is then restarted from scratch, on the workers
-alive a few seconds later (a nanny restarts a killed worker), up to ``lost_worker_retries`` times
-before a :class:`~reco.compute.ComputeError` says so. (A worker that hangs instead of dying holds
-its peers until LightGBM's ``time_out``, 120 minutes by default.)
+The same rows and parameters as the local fit (:func:`reco.models.ranker.prepare_training_parts`),
+cut into one contiguous user range per worker and trained data-parallel; the result is the same
+:class:`~reco.models.ranker.TrainedRanker`, saved in the same text format. lightgbm.dask cannot
+stop early, so every round is trained and the early-stopping point is found afterwards on the
+validation users with LightGBM's own metric; a fit that loses a worker is restarted. Not
+bit-reproducible (ranking quality matches the local fit within noise).
+:func:`reco.models.ranker_engine.train_ranker` routes ``compute.engine: dask`` here. See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -63,8 +32,10 @@ from reco.models.ranker import (
     TrainingParts,
     _group_sizes,
     _matrix,
+    gain_importance,
     lightgbm_params,
     prepare_training_parts,
+    training_summary,
 )
 from reco.params import ComputeParams, RankerParams
 from reco.schema import Columns
@@ -81,7 +52,8 @@ __all__ = [
     "validation_curve",
 ]
 
-# Parameter lines of the saved model that differ from local mode by design (see the module docstring).
+# Parameter lines of the saved model that differ from local mode by design: the distributed setup
+# (num_threads is each worker's thread count) and one run's network addresses (reset before saving).
 DISTRIBUTED_ONLY_PARAMETERS = ("tree_learner", "num_machines", "num_threads", "machines", "local_listen_port")
 _RESET_PARAMETERS = {"machines": "", "local_listen_port": "12400"}  # LightGBM's defaults
 # Seconds to wait for the scheduler to notice a worker whose loss made the fit fail.
@@ -123,7 +95,7 @@ def _ensure_lightgbm_dask_on_worker() -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# Validation curve with LightGBM's metric definitions (lightgbm.dask cannot evaluate it, see above)
+# Validation curve with LightGBM's metric definitions (lightgbm.dask cannot stop early, see the docstring)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -363,7 +335,7 @@ def _fit_once(
         fit_kwargs["eval_at"] = lightgbm_params(params)["eval_at"]
     try:
         with warnings.catch_warnings():
-            # The estimator's n_jobs is always dropped by lightgbm.dask (threads = the worker's), as documented above.
+            # The estimator's n_jobs is always dropped by lightgbm.dask (threads = the worker's).
             warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored", category=UserWarning)
             estimator.fit(X, y, **fit_kwargs)
     finally:
@@ -383,12 +355,12 @@ def train_ranker_dask(
     users: np.ndarray | None = None,
     lost_worker_retries: int = DEFAULT_LOST_WORKER_RETRIES,
 ) -> TrainedRanker:
-    """Fit the ranker with ``lightgbm.dask.DaskLGBMRanker``; same inputs and result as ``train_ranker``.
+    """Fit the ranker with ``lightgbm.dask.DaskLGBMRanker``; same inputs and result as the local fit.
 
     Parameters
     ----------
     table, features, categorical, params
-        As :func:`reco.models.ranker.train_ranker`.
+        As :func:`reco.models.ranker.train_ranker_local`.
     compute
         The ``compute`` section; a cluster is opened with :func:`reco.compute.dask_client`
         unless ``client`` is given.
@@ -479,30 +451,15 @@ def _trained_ranker(
         booster, _matrix(valid, features), parts.labels["valid"], valid_groups, params
     )
     best, stopped = early_stopping_point(values, params.early_stopping_rounds)
-    gains = booster.feature_importance(importance_type="gain", iteration=best)
-    by_gain = sorted(zip(features, (float(g) for g in gains), strict=True), key=lambda fg: (-fg[1], fg[0]))
-    importance: list[dict[str, Any]] = [{"feature": f, "gain": g} for f, g in by_gain]
-    train = parts.frames["train"]
     return TrainedRanker(
         booster=booster,
         features=list(features),
         categorical=list(categorical),
         best_iteration=best,
         curve=[{"iteration": i + 1, metric_name: float(v)} for i, v in enumerate(values[:stopped])],
-        importance=importance,
+        importance=gain_importance(booster, features, best),
         summary={
-            "objective": params.objective,
-            "label": params.label,
-            "valid_metric": metric_name,
-            "best_iteration": best,
-            "best_valid_score": float(values[best - 1]),
-            "train_users": len(parts.train_users),
-            "valid_users": len(parts.valid_users),
-            "candidate_rank_pct": float(params.candidate_rank_pct),
-            "labelled_rows": int(parts.labelled_rows),
-            "train_rows": int(train.height),
-            "valid_rows": int(valid.height),
-            "train_positive_rate": float(train[Columns.label].mean()),  # type: ignore[arg-type]  # a bool column's mean
+            **training_summary(parts, params, metric_name, values, best),
             "engine": "dask",
             "workers": n_workers,
             "trained_iterations": int(booster.current_iteration()),

@@ -1,4 +1,7 @@
-"""The LightGBM ranker: learns a planted signal, round-trips through its text file, is deterministic."""
+"""The local LightGBM fit: bit-identical refits, the user draw, the candidate cut, the lean lightgbm import.
+
+What every engine must do (learn a planted signal, round-trip through the text file, refuse bad input) is in
+test_ranker_contract.py, run against both engines."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import polars as pl
 import pytest
 
 from reco.errors import InputDataError
-from reco.models.ranker import _group_sizes, load_ranker, sample_users, save_ranker, train_ranker
+from reco.models.ranker import _group_sizes, sample_users, save_ranker, train_ranker_local
 from reco.params import parse_section
 from reco.schema import Columns
 
@@ -44,30 +47,9 @@ PARAMS = parse_section(
 )
 
 
-def test_ranker_learns_the_planted_signal_and_ignores_noise() -> None:
-    ranker = train_ranker(planted_table(), FEATURES, ["category"], PARAMS)
-    gains = {row["feature"]: row["gain"] for row in ranker.importance}
-    assert gains["signal"] > gains["noise"]
-    assert gains["category"] > gains["noise"]
-    assert ranker.summary["best_valid_score"] > 0.8  # validation NDCG@10 with a strong planted signal
-    assert ranker.summary["train_users"] + ranker.summary["valid_users"] == 100
-    assert len(ranker.curve) >= ranker.best_iteration
-
-
-def test_saved_model_loads_back_and_predicts_identical_scores(tmp_path: Path) -> None:
-    table = planted_table()
-    ranker = train_ranker(table, FEATURES, ["category"], PARAMS)
-    save_ranker(ranker, tmp_path / "ranker")
-    loaded = load_ranker(tmp_path / "ranker")
-    assert loaded.features == FEATURES
-    direct = ranker.booster.predict(table.select(FEATURES).to_numpy().astype(np.float32), num_iteration=ranker.best_iteration)
-    np.testing.assert_array_equal(loaded.predict(table), direct)
-    assert (tmp_path / "ranker" / "model.txt").read_text().startswith("tree")
-
-
 def test_training_is_deterministic(tmp_path: Path) -> None:
     for run in ("a", "b"):
-        save_ranker(train_ranker(planted_table(), FEATURES, ["category"], PARAMS), tmp_path / run)
+        save_ranker(train_ranker_local(planted_table(), FEATURES, ["category"], PARAMS), tmp_path / run)
     assert (tmp_path / "a" / "model.txt").read_bytes() == (tmp_path / "b" / "model.txt").read_bytes()
 
 
@@ -81,20 +63,6 @@ def test_group_sizes_follow_contiguous_users() -> None:
     assert _group_sizes(np.array([3, 3, 5, 5, 5, 9])).tolist() == [2, 3, 1]
 
 
-def test_prediction_refuses_a_table_without_the_training_features(tmp_path: Path) -> None:
-    ranker = train_ranker(planted_table(), FEATURES, ["category"], PARAMS)
-    save_ranker(ranker, tmp_path / "ranker")
-    with pytest.raises(InputDataError, match="missing ranker features"):
-        load_ranker(tmp_path / "ranker").predict(planted_table().drop("noise"))
-
-
-def test_binary_objective_trains() -> None:
-    params = parse_section("ranker", {**{k: getattr(PARAMS, k) for k in ("n_estimators", "num_leaves", "min_data_in_leaf", "train_users")}, "objective": "binary", "label": "binary"})
-    ranker = train_ranker(planted_table(), FEATURES, ["category"], params)
-    assert ranker.summary["valid_metric"] == "auc"
-    assert ranker.summary["best_valid_score"] > 0.8
-
-
 def test_candidate_rank_pct_trains_only_on_rows_als_would_hand_over() -> None:
     table = planted_table()
     rank_pct = np.random.default_rng(3).random(table.height).astype(np.float32)
@@ -103,24 +71,24 @@ def test_candidate_rank_pct_trains_only_on_rows_als_would_hand_over() -> None:
     rank_pct[last_user] = 0.9  # a user with no row under the cut must not reshuffle the user split
     table = table.with_columns(pl.Series("als_rank_pct", rank_pct).fill_nan(None))
     params = parse_section("ranker", {**{k: getattr(PARAMS, k) for k in PARAMS.__dataclass_fields__}, "candidate_rank_pct": 0.5, "train_users": 10_000})
-    ranker = train_ranker(table, FEATURES, ["category"], params)
+    ranker = train_ranker_local(table, FEATURES, ["category"], params)
     expected = table.filter(pl.col("als_rank_pct").is_null() | (pl.col("als_rank_pct") <= 0.5)).height
     assert ranker.summary["labelled_rows"] == table.height
     assert ranker.summary["train_rows"] + ranker.summary["valid_rows"] == expected < table.height
     assert ranker.summary["candidate_rank_pct"] == 0.5
     # 1.0 (the default) keeps every row; without ALS ranks a cut below 1 is refused.
-    everything = train_ranker(table, FEATURES, ["category"], dataclasses.replace(params, candidate_rank_pct=1.0)).summary
+    everything = train_ranker_local(table, FEATURES, ["category"], dataclasses.replace(params, candidate_rank_pct=1.0)).summary
     assert everything["train_rows"] + everything["valid_rows"] == table.height
     # The user split is drawn before the cut: the same validation users whatever the cut.
     sampled = dataclasses.replace(params, train_users=60)
-    split_cut = train_ranker(table, FEATURES, ["category"], sampled).summary
-    split_all = train_ranker(table, FEATURES, ["category"], dataclasses.replace(sampled, candidate_rank_pct=1.0)).summary
+    split_cut = train_ranker_local(table, FEATURES, ["category"], sampled).summary
+    split_all = train_ranker_local(table, FEATURES, ["category"], dataclasses.replace(sampled, candidate_rank_pct=1.0)).summary
     assert (split_cut["train_users"], split_cut["valid_users"]) == (split_all["train_users"], split_all["valid_users"])
     train_ids, valid_ids = sample_users(table[Columns.user].to_numpy(), 60, sampled.valid_fraction, sampled.seed)
     kept = table.filter(pl.col("als_rank_pct").is_null() | (pl.col("als_rank_pct") <= 0.5))
     assert split_cut["valid_rows"] == kept.filter(pl.col(Columns.user).is_in(valid_ids.tolist())).height
     with pytest.raises(InputDataError, match="candidate_rank_pct"):
-        train_ranker(planted_table(), FEATURES, ["category"], params)
+        train_ranker_local(planted_table(), FEATURES, ["category"], params)
 
 
 def test_import_lightgbm_skips_sklearn_and_pandas_but_leaves_them_importable() -> None:

@@ -37,7 +37,7 @@ from reco.models.ranker import (
     load_ranker,
     prepare_training_parts,
     save_ranker,
-    train_ranker,
+    train_ranker_local,
 )
 from reco.models.ranker_dask import (
     DISTRIBUTED_ONLY_PARAMETERS,
@@ -46,6 +46,7 @@ from reco.models.ranker_dask import (
     train_ranker_dask,
     validation_curve,
 )
+from reco.models.ranker_engine import train_ranker
 from reco.params import parse_section
 from reco.schema import Columns
 
@@ -127,7 +128,7 @@ def test_posthoc_curve_and_stopping_point_are_what_lightgbm_records_locally(over
     assert (name, len(values)) == (next(iter(recorded["valid"])), params.n_estimators)
     np.testing.assert_allclose(values, recorded["valid"][name], rtol=0, atol=1e-12)
 
-    early_stopped = train_ranker(table, FEATURES, ["category"], params)  # local mode, real early stopping
+    early_stopped = train_ranker_local(table, FEATURES, ["category"], params)  # local mode, real early stopping
     best, stopped = early_stopping_point(values, params.early_stopping_rounds)
     assert best == early_stopped.best_iteration
     assert [row[name] for row in early_stopped.curve] == pytest.approx(values[:stopped], abs=1e-12)
@@ -185,7 +186,7 @@ def test_dask_ranker_is_saved_in_lightgbm_text_format_with_local_quality(
     local_client: Client, tables: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
 ) -> None:
     train, held_out = tables
-    local = train_ranker(train, FEATURES, ["category"], TRAIN_PARAMS)
+    local = train_ranker_local(train, FEATURES, ["category"], TRAIN_PARAMS)
     distributed = train_ranker_dask(train, FEATURES, ["category"], TRAIN_PARAMS, COMPUTE, client=local_client)
     save_ranker(local, tmp_path / "local")
     save_ranker(distributed, tmp_path / "dask")
@@ -225,13 +226,6 @@ def test_dask_ranker_is_saved_in_lightgbm_text_format_with_local_quality(
     assert abs(dask_ndcg - local_ndcg) <= NDCG_TOLERANCE, (local_ndcg, dask_ndcg)
 
 
-def test_binary_objective_trains_distributed(local_client: Client, tables: tuple[pl.DataFrame, pl.DataFrame]) -> None:
-    train, _ = tables
-    params = dataclasses.replace(TRAIN_PARAMS, objective="binary", label="binary")
-    ranker = train_ranker_dask(train, FEATURES, ["category"], params, COMPUTE, client=local_client)
-    assert ranker.summary["valid_metric"] == "auc" and ranker.summary["best_valid_score"] > 0.8
-
-
 # --- a scheduler and two workers started as separate processes ------------------------------------
 
 
@@ -243,7 +237,8 @@ def test_train_ranker_against_a_separately_started_scheduler(
         compute = parse_section("compute", {"engine": "dask", "scheduler": cluster.address})
         with dask_client(compute, connect_timeout_s=START_TIMEOUT_S) as client:
             client.wait_for_workers(2, timeout=START_TIMEOUT_S)
-        ranker = train_ranker_dask(train, FEATURES, ["category"], TRAIN_PARAMS, compute)  # what the stage calls
+        # the entry point with compute.engine dask and no client opens its own client to the scheduler
+        ranker = train_ranker(train, FEATURES, ["category"], TRAIN_PARAMS, compute=compute)
     assert ranker.summary["engine"] == "dask" and ranker.summary["workers"] == 2
     save_ranker(ranker, tmp_path / "ranker")
     assert held_out_ndcg_at_10(tmp_path / "ranker", held_out) > 0.85
