@@ -1,15 +1,9 @@
 """Stage features: one feature table per pair set (``train``: the ranker's labels; a block: its candidates).
 
 Usage: ``python -m stages.features PAIRS HISTORY ALS_DIR CATALOGUE OUT_DIR``; CATALOGUE is a parquet
-file whose ``video_id`` values are the videos the ALS rank percentile is taken over (all videos
-for the ranker's training rows, the block's videos for its candidates). Features see only HISTORY,
-the ALS model fitted on it, the static side tables and item_daily counters of days before each
-row's view date (before the cut at the latest under the temporal protocol): see
-``reco.models.features`` for what a model may know.
-
-Bounded memory: PAIRS and HISTORY are read one user partition at a time (sliced lazy scans), and
-the table is written partition after partition (``reco.models.features.write_feature_table``);
-with ``compute.engine: dask`` the partitions run as Dask tasks, with the same output.
+file whose ``video_id`` values are the videos the ALS rank percentile is taken over. The table is
+built and written one user partition at a time (:func:`reco.models.features.write_feature_table`),
+on the engine ``compute`` names. See docs/protocol.md (what a feature may see).
 """
 
 from __future__ import annotations
@@ -24,7 +18,6 @@ SPLIT_SUMMARY_FILE = Path("metrics/split_summary.json")
 
 
 def main() -> None:
-    import datetime as dt
     import json
 
     import polars as pl
@@ -32,7 +25,7 @@ def main() -> None:
     from reco.compute import compute_client
     from reco.io import atomic_dir
     from reco.models.als import load_als
-    from reco.models.features import FeatureSources, scan_history_max_date, write_feature_table
+    from reco.models.features import FeatureSources, temporal_serving_date, write_feature_table
     from reco.params import load_section
     from reco.schema import Columns, PreparedFiles
 
@@ -41,10 +34,7 @@ def main() -> None:
     )
     features, label, compute = load_section("features"), load_section("label"), load_section("compute")
     split_summary = json.loads(SPLIT_SUMMARY_FILE.read_text(encoding="utf-8"))
-    # Temporal protocol: nothing after the cut exists when the model serves.
-    latest_serving_date = None
-    if split_summary["protocol"] == "temporal":
-        latest_serving_date = scan_history_max_date(history_path) + dt.timedelta(days=1)
+    latest_serving_date = temporal_serving_date(split_summary["protocol"], history_path)
     catalogue = pl.scan_parquet(catalogue_path).select(pl.col(Columns.item).unique()).collect(engine="streaming")
     sources = FeatureSources(
         pairs=pairs_path,

@@ -1,7 +1,7 @@
 """Stage seed_spread: the headline models (ALS, ranker) retrained with other seeds; metrics/seed_spread.json.
 
-Bounded memory: the views and the training feature table are read by user chunks and partitions
-(:mod:`reco.experiments.seed_spread`), never whole.
+The views and the training feature table are read by user chunks and partitions, never whole
+(:mod:`reco.experiments.seed_spread`). See docs/selection-and-review.md.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ OUT_FILE = Path("metrics/seed_spread.json")
 
 
 def main() -> None:
-    import datetime as dt
     import json
 
     import polars as pl
 
     from reco.experiments.seed_spread import SeedSpreadInputs, seed_spread
     from reco.io import write_json
-    from reco.models.features import scan_history_max_date
+    from reco.models.features import temporal_serving_date
     from reco.params import load_section
     from reco.schema import EVALUATION_BLOCKS, PreparedFiles
 
@@ -51,12 +50,8 @@ def main() -> None:
         features=load_section("features"),
         candidates=load_section("candidates"),
         evaluate=load_section("evaluate"),
-        # temporal protocol: nothing after the cut exists when the model serves (as stages/features.py)
-        latest_serving_date=(
-            scan_history_max_date(SPLIT_DIR / "train.parquet") + dt.timedelta(days=1)
-            if summary["protocol"] == "temporal"
-            else None
-        ),
+        # the block features' serving date, as the features stage computes it from the same history
+        latest_serving_date=temporal_serving_date(summary["protocol"], SPLIT_DIR / "train.parquet"),
     )
     write_json(seed_spread(inputs, params.seeds), OUT_FILE)
 

@@ -1,74 +1,11 @@
-"""Feature tables for the ranker: one row per (user, video) pair to score.
+"""Feature tables for the ranker: one row per (user, video) pair to score, from what a model may know then.
 
-What a model may know when it scores a pair (point-in-time rules)
------------------------------------------------------------------
-``fully_observed`` (default protocol: the test asks about the same period the models learn from,
-an interpolation)
-    * the *history* passed in: for the ranker's training rows, the training views without the
-      held-out label pairs; for a block's candidates, all training views. Other users' views of
-      the whole period are fair (that is what interpolation means), and no history row is ever a
-      view of a pair being scored (split guarantees it);
-    * ``item_daily_features`` only of days **strictly before the row's own view date** (the
-      ``date`` of the logged view for training rows, of the block's cell for candidates): a
-      platform counter of a later day describes the future of that view. A row without a view
-      date (a block cell with no logged time, or an unobserved cell) gets no daily features
-      (null);
-    * the ALS model fitted on that history and the static side tables (profiles, tags, lengths).
-``temporal`` (the notebooks' chronological cut)
-    the same, but the daily window ends at the cut at the latest (the serving date is the day
-    after the last history date): nothing after the cut exists yet when the model serves.
-``tests/models/test_features.py`` shifts item_daily rows on and after the rows' view dates and
-checks that no feature moves.
-
-Groups of features
-------------------
-user profile
-    ``user_features.csv`` columns; ``user_active_degree`` kept as a category.
-user history
-    views, smoothed positive rate, mean log watch ratio, median seconds watched.
-item
-    duration, number of tags, primary tag (category), views / smoothed positive rate / mean log
-    watch ratio in the history, and ``item_daily_features`` aggregated over the
-    ``features.daily_window_days`` days before the row's serving date (play, completion, like
-    rates, the last such day's completion rate and its change: the appeal drift).
-user x item
-    ALS score and its rank percentile among the user's *unwatched* catalogue videos (the same
-    quantity for training rows and candidates: a candidate's rank among the block's unwatched
-    videos over their number), the user's smoothed positive rate on the video's tags and on its
-    duration bucket, and the user's median watch time over the video's duration (people watch a
-    roughly fixed number of seconds, so this predicts the watch ratio).
-user taste beyond the video's own appeal
-    Residuals of the user's log watch ratio against each watched video's mean: over all their
-    views (``u_lwr_resid``; also of the positive label, ``u_pos_resid``) and over their views of
-    the video's tags (``ux_tag_lwr_resid`` mean and max over the tags, smoothed toward the user's
-    overall residual). Raw per-tag rates mix taste with the appeal of whatever the feed showed;
-    the residual keeps only what the user adds to it.
-
-Rates are smoothed toward a global rate with ``features.popularity_smoothing`` pseudo-views so that
-rare users and videos do not get extreme values.
-
-Bounded memory and the compute engine
--------------------------------------
-A feature table is built in two parts, each a function of the views of one *user partition*
-(contiguous user-id ranges, :func:`reco.partitions.user_partitions`), so memory is bounded by a
-partition, not by the logged views, and ``compute.engine: dask`` runs the very same functions as
-Dask tasks:
-
-1. **Global quantities** (:func:`history_stats`): per video the number of views, of positive
-   views and the sum of log watch ratios, and the history-wide rates. Each history partition
-   gives integer partial counts and exact fixed-point sums (:func:`reco.exact_sums.exact_units`),
-   combined by :func:`reco.compute.tree_reduce`; integer sums are the same in any order, so the
-   result does not depend on the partitioning or the engine.
-2. **Per-pair features** (:func:`feature_partition`): the pairs of the partition's users and their
-   history rows, read with a sliced lazy scan (:class:`reco.partitions.UserRowIndex`), joined with
-   the global tables, which every partition receives once (:class:`FeatureContext`, broadcast to
-   the workers with the ALS model).
-
-Every per-user float aggregate (means and sums of log watch ratios and residuals) is an exact sum
-too, so a user's features are the same whichever other users share the partition; the output is
-the same bytes for any ``compute.user_partitions`` and either engine. :func:`write_feature_table`
-streams the partitions into one parquet file (:func:`reco.partitions.write_parquet_partitions`);
-:func:`build_feature_table` is the in-memory form of the same computation.
+Features describe the user (profile, history), the video (static columns, history, the daily
+counters of the days before the row's serving date), the pair (ALS score and rank among the user's
+unwatched videos, tag and duration affinity, taste residuals). They see only the history passed
+in, the ALS model fitted on it and no platform counter of the row's view day or later; a table is
+built one user partition at a time with exact sums, so its bytes do not depend on the partitioning
+or the compute engine. See docs/protocol.md (point-in-time rules) and docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -625,14 +562,37 @@ class FeatureContext:
     history_columns: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class FeatureSources:
+    """What a feature table is built from: the pairs, the history a model may know, side tables, ALS, catalogue.
+
+    ``pairs`` and ``history`` are parquet files (read one user partition at a time, as the features
+    stage does) or frames already in memory; the history may also be a
+    :class:`reco.partitions.UserRowIndex`.
+    """
+
+    pairs: Path | pl.DataFrame
+    history: Path | pl.DataFrame | UserRowIndex
+    users: pl.DataFrame
+    items: pl.DataFrame
+    item_daily: pl.DataFrame
+    als_model: AlsModel
+    catalogue: np.ndarray
+
+
+def _user_rows(source: Path | pl.DataFrame | UserRowIndex) -> UserRowIndex:
+    """A file's :class:`UserRowIndex`, or the frame behind the same interface (:class:`FrameRows`)."""
+    if isinstance(source, UserRowIndex):
+        return source
+    if isinstance(source, pl.DataFrame):
+        return FrameRows(source)
+    return UserRowIndex(source)
+
+
 def feature_context(
     stats: HistoryStats,
+    sources: FeatureSources,
     *,
-    users: pl.DataFrame,
-    items: pl.DataFrame,
-    item_daily: pl.DataFrame,
-    als_model: AlsModel,
-    catalogue: np.ndarray,
     threshold: float,
     smoothing: float,
     daily_window_days: int,
@@ -640,7 +600,8 @@ def feature_context(
     latest_serving_date: dt.date | None = None,
     history_columns: Sequence[str] = (),
 ) -> FeatureContext:
-    """The :class:`FeatureContext` of a history's :class:`HistoryStats` and the side tables."""
+    """The :class:`FeatureContext` of a history's :class:`HistoryStats` and the side tables of ``sources``."""
+    users, items = sources.users, sources.items
     item_frame = _item_history_frame(stats, smoothing)
     return FeatureContext(
         user_profile=users.select(
@@ -658,9 +619,9 @@ def feature_context(
         item_history=item_frame.select(Columns.item, "i_views", "i_pos_rate", "i_log_wr_mean"),
         item_keys=_item_keys(items),
         item_means=item_frame.select(Columns.item, "_item_pos", "_item_log"),
-        daily=item_daily_window_features(item_daily, daily_window_days).rename({Columns.date: _SERVING}),
-        als_model=als_model,
-        catalogue=np.unique(np.asarray(catalogue, dtype=np.int32)),
+        daily=item_daily_window_features(sources.item_daily, daily_window_days).rename({Columns.date: _SERVING}),
+        als_model=sources.als_model,
+        catalogue=np.unique(np.asarray(sources.catalogue, dtype=np.int32)),
         global_rate=stats.global_rate,
         threshold=threshold,
         smoothing=smoothing,
@@ -730,14 +691,8 @@ def _check_pairs(schema: pl.Schema) -> None:
 
 
 def build_feature_table(
-    pairs: pl.DataFrame,
+    sources: FeatureSources,
     *,
-    history: pl.DataFrame | UserRowIndex,
-    users: pl.DataFrame,
-    items: pl.DataFrame,
-    item_daily: pl.DataFrame,
-    als_model: AlsModel,
-    catalogue: np.ndarray,
     threshold: float,
     smoothing: float,
     daily_window_days: int,
@@ -747,36 +702,36 @@ def build_feature_table(
     n_partitions: int = 1,
     history_stats_cache: HistoryStats | None = None,
 ) -> FeatureTable:
-    """Join every feature group onto ``pairs`` (row order kept) and return the ordered feature list.
+    """Join every feature group onto the pairs (row order kept) and return the ordered feature list.
 
     The in-memory form of :func:`write_feature_table` (the same functions; the table is returned,
     not written): the result is the same for any ``n_partitions`` and ``client``.
 
     Parameters
     ----------
-    pairs
-        (user, video) pairs to describe with their view ``date`` (null when unknown), plus
-        optional ``label_columns`` carried through untouched.
-    history
-        The views a model may know (see the module docstring); never a view of a pair in ``pairs``.
-        A frame, or the :class:`reco.partitions.UserRowIndex` of a file (read one user partition at a time).
-    catalogue
-        The videos the ALS rank percentile is taken over (minus each user's watched ones).
+    sources
+        The (user, video) pairs to describe with their view ``date`` (null when unknown), plus
+        optional ``label_columns`` carried through untouched (a frame, or a file read whole); the
+        history a model may know (docs/protocol.md), never a view of a pair being described (a
+        frame, or a file read one user partition at a time); the side tables, the ALS model and
+        the catalogue its rank percentile is taken over (minus each user's watched videos).
     latest_serving_date
-        ``temporal`` protocol: the day after the cut; a row's daily features then end there even
-        if its view came later. ``None`` (``fully_observed``): each row's own view date.
+        ``temporal`` protocol: the day after the cut (:func:`temporal_serving_date`); a row's
+        daily features then end there even if its view came later. ``None``
+        (``fully_observed``): each row's own view date.
     client, n_partitions
         Where the user partitions run (``None``: in this process) and how many there are.
     history_stats_cache
         The history's :class:`HistoryStats` when the caller already has them.
     """
+    pairs = sources.pairs if isinstance(sources.pairs, pl.DataFrame) else pl.read_parquet(sources.pairs)
     _check_pairs(pairs.schema)
-    history_rows = history if isinstance(history, UserRowIndex) else FrameRows(history)
+    history_rows = _user_rows(sources.history)
     stats = history_stats_cache or history_stats(history_rows, threshold, client=client, n_partitions=n_partitions)
     context = feature_context(
-        stats, users=users, items=items, item_daily=item_daily, als_model=als_model, catalogue=catalogue,
-        threshold=threshold, smoothing=smoothing, daily_window_days=daily_window_days, label_columns=label_columns,
-        latest_serving_date=latest_serving_date, history_columns=history_columns(history_rows.schema),
+        stats, sources, threshold=threshold, smoothing=smoothing, daily_window_days=daily_window_days,
+        label_columns=label_columns, latest_serving_date=latest_serving_date,
+        history_columns=history_columns(history_rows.schema),
     )  # fmt: skip
     pair_rows = FrameRows(pairs)
     parts = map_user_partitions(
@@ -792,19 +747,6 @@ def build_feature_table(
         raise ValueError(f"{pairs.height - frame.height} pair(s) without a user id: every pair needs one")
     features = _feature_names(frame.columns, label_columns)
     return FeatureTable(frame=frame, features=features, categorical=list(CATEGORICAL_FEATURES))
-
-
-@dataclass(frozen=True)
-class FeatureSources:
-    """The files a feature table is built from (see ``stages/features.py``)."""
-
-    pairs: Path
-    history: Path
-    users: pl.DataFrame
-    items: pl.DataFrame
-    item_daily: pl.DataFrame
-    als_model: AlsModel
-    catalogue: np.ndarray
 
 
 def write_feature_table(
@@ -849,8 +791,8 @@ def write_feature_table(
     FeatureTable
         The feature list, with an empty ``frame`` of the table's schema (the rows are on disk).
     """
-    pairs = UserRowIndex(sources.pairs)
-    history = UserRowIndex(sources.history)
+    pairs = _user_rows(sources.pairs)
+    history = _user_rows(sources.history)
     _check_pairs(pairs.schema)
     if label_columns is None:
         label_columns = [c for c in (Columns.label, Columns.relevance, Columns.watch_ratio) if c in pairs.schema]
@@ -858,8 +800,7 @@ def write_feature_table(
         history, threshold, client=client, n_partitions=partition_count(history.n_rows, compute)
     )
     context = feature_context(
-        stats, users=sources.users, items=sources.items, item_daily=sources.item_daily, als_model=sources.als_model,
-        catalogue=sources.catalogue, threshold=threshold, smoothing=smoothing, daily_window_days=daily_window_days,
+        stats, sources, threshold=threshold, smoothing=smoothing, daily_window_days=daily_window_days,
         label_columns=label_columns, latest_serving_date=latest_serving_date,
         history_columns=history_columns(history.schema),
     )  # fmt: skip
@@ -887,6 +828,23 @@ def write_feature_table(
 def _chain(first: pl.DataFrame, rest: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
     yield first
     yield from rest
+
+
+def temporal_serving_date(protocol: str, history: Path) -> dt.date | None:
+    """The latest serving date a protocol allows: the day after the history's last view under ``temporal``.
+
+    Under the temporal protocol nothing after the cut exists when the model serves, so every row's
+    daily features end there (the ``latest_serving_date`` of :func:`write_feature_table`); under
+    any other protocol each row serves at its own view date (``None``).
+
+    Raises
+    ------
+    InputDataError
+        ``temporal`` and the history has no view date.
+    """
+    if protocol != "temporal":
+        return None
+    return scan_history_max_date(history) + dt.timedelta(days=1)
 
 
 def scan_history_max_date(path: Path) -> dt.date:

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from reco.errors import InputDataError
 from reco.io import write_parquet
 from reco.models.als import AlsModel, IdMap
 from reco.models.features import (
@@ -20,6 +21,7 @@ from reco.models.features import (
     duration_bucket,
     ranker_training_table,
     seen_matrix,
+    temporal_serving_date,
     write_feature_table,
 )
 from reco.models.ranker import prepare_training_parts, sample_users
@@ -126,14 +128,12 @@ def world() -> dict:
 
 def build(world: dict, history: pl.DataFrame, item_daily: pl.DataFrame, pairs: pl.DataFrame | None = None,
           **kwargs: object) -> pl.DataFrame:  # fmt: skip
+    sources = FeatureSources(
+        pairs=world["pairs"] if pairs is None else pairs, history=history, users=world["users"], items=world["items"],
+        item_daily=item_daily, als_model=world["model"], catalogue=world["model"].item_ids.ids,
+    )  # fmt: skip
     return build_feature_table(
-        world["pairs"] if pairs is None else pairs,
-        history=history,
-        users=world["users"],
-        items=world["items"],
-        item_daily=item_daily,
-        als_model=world["model"],
-        catalogue=world["model"].item_ids.ids,
+        sources,
         threshold=2.0,
         smoothing=5.0,
         daily_window_days=7,
@@ -178,6 +178,18 @@ def test_each_row_sees_its_own_window_and_the_temporal_cut_caps_it(world: dict) 
     # temporal protocol: nothing after the cut exists when the model serves, whatever the view date
     capped = [build(world, world["history"], d, pairs, latest_serving_date=early) for d in (world["daily"], scrambled)]
     assert_frame_equal(capped[0], capped[1])
+
+
+def test_the_temporal_protocol_serves_the_day_after_the_history_and_no_other_protocol_is_capped(
+    world: dict, tmp_path: Path
+) -> None:
+    write_parquet(world["history"], tmp_path / "history.parquet")
+    last_view = world["history"][Columns.date].max()
+    assert temporal_serving_date("temporal", tmp_path / "history.parquet") == last_view + dt.timedelta(days=1)
+    assert temporal_serving_date("fully_observed", tmp_path / "no-such-file.parquet") is None  # the file is not read
+    write_parquet(world["history"].with_columns(pl.lit(None, dtype=pl.Date).alias(Columns.date)), tmp_path / "undated.parquet")
+    with pytest.raises(InputDataError, match="serving window"):
+        temporal_serving_date("temporal", tmp_path / "undated.parquet")
 
 
 def test_rows_without_a_view_date_get_no_daily_features(world: dict) -> None:
