@@ -49,13 +49,16 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run ``main``; on bad input print ``error: stage <name>: ...`` to stderr and exit with 2.
 
     Bad input is a :class:`~reco.errors.PipelineError` or a :class:`FileNotFoundError` (a declared
-    input that does not exist yet); other exceptions propagate with their traceback.
+    input that does not exist yet); other exceptions propagate with their traceback. While ``main``
+    runs, :mod:`reco.progress` reports its steps as ``<name>: <step>`` lines on stderr.
     """
     from reco.errors import PipelineError
+    from reco.progress import stage
 
     started = time.perf_counter()
     try:
-        main()
+        with stage(name):
+            main()
     except PipelineError as error:
         print(f"error: stage {name}: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

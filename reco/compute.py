@@ -26,6 +26,7 @@ import polars as pl
 from reco.errors import PipelineError
 from reco.params import ComputeParams
 from reco.partitions import user_partitions
+from reco.progress import report
 from reco.schema import Columns
 
 if TYPE_CHECKING:
@@ -393,6 +394,7 @@ def map_user_partitions(
     broadcast: Mapping[str, Any] | None = None,
     user_column: str = Columns.user,
     lost_input_retries: int | None = None,
+    progress: str | None = None,
     **kwargs: Any,
 ) -> list[T]:
     """Run ``fn`` once per user partition as Dask tasks; return the results in partition order.
@@ -429,6 +431,9 @@ def map_user_partitions(
         How often a partition whose scattered slice died with its worker is resubmitted;
         ``None``: as often as the scheduler reruns a task whose worker died
         (``distributed.scheduler.allowed-failures``, see :func:`dask_client`).
+    progress
+        What a partition is, for the line ``<progress> i/n`` reported before each partition runs
+        (locally) or is awaited (Dask) (:mod:`reco.progress`); ``None``: no line.
     **kwargs
         Small keyword arguments, sent with every task.
 
@@ -464,6 +469,7 @@ def map_user_partitions(
             user_column=user_column,
             lost_input_retries=lost_input_retries,
             max_in_flight=None,
+            progress=progress,
             **kwargs,
         )
     )
@@ -480,6 +486,7 @@ def iter_user_partitions(
     user_column: str = Columns.user,
     lost_input_retries: int | None = None,
     max_in_flight: int | None = None,
+    progress: str | None = None,
     **kwargs: Any,
 ) -> Iterator[T]:
     """:func:`map_user_partitions` one result at a time, in partition order: bounded memory for large results.
@@ -504,7 +511,9 @@ def iter_user_partitions(
         return
     slices = _slice_per_user(per_user or {}, partitions, user_column)
     if client is None:
-        for users, frames in zip(partitions, slices, strict=True):
+        for i, (users, frames) in enumerate(zip(partitions, slices, strict=True)):
+            if progress is not None:
+                report(f"{progress} {i + 1}/{len(partitions)}")
             yield fn(users, *args, **kwargs, **frames, **(broadcast or {}))
         return
     job = _PartitionJob(client, fn, partitions, slices, broadcast or {}, args, kwargs)
@@ -514,6 +523,8 @@ def iter_user_partitions(
     futures: list[Future] = [job.submit(i) for i in range(min(window, len(partitions)))]
     try:
         for i in range(len(partitions)):
+            if progress is not None:
+                report(f"{progress} {i + 1}/{len(partitions)}")
             result = job.result(futures, i, lost_input_retries)
             futures[i].release()
             if len(futures) < len(partitions):  # keep the window full

@@ -29,6 +29,7 @@ def main() -> None:
     from reco.models.candidates import block_candidates
     from reco.params import load_section
     from reco.partitions import UserRowIndex, partition_count
+    from reco.progress import report
     from reco.schema import EVALUATION_BLOCKS
 
     (block_arg,) = stage_args(USAGE, ["BLOCK"])
@@ -36,6 +37,7 @@ def main() -> None:
     if block not in EVALUATION_BLOCKS:
         raise UsageError(f"BLOCK must be one of {list(EVALUATION_BLOCKS)}, got {block!r}; usage: {USAGE}")
     params, compute = load_section("candidates"), load_section("compute")
+    report("loading ALS, indexing the training views")
     model = load_als(ALS_DIR)
     train = UserRowIndex(SPLIT_DIR / "train.parquet")
     block_rows = UserRowIndex(SPLIT_DIR / f"{block}.parquet")

@@ -15,6 +15,7 @@ RAW_DIR = Path("data/raw")
 def main() -> None:
     from reco.io import atomic_dir, folder_checksums, write_json
     from reco.params import as_dict, load_section
+    from reco.progress import report
     from reco.schema import RawFiles
 
     data = load_section("data")
@@ -32,6 +33,7 @@ def main() -> None:
         manifest["params"] = as_dict(data)
         # Hashed here, once, while the files are fresh in the page cache: report's model card reuses
         # them instead of reading the raw files again on every experiment.
+        report("checksums of the raw files")
         manifest["checksums"] = folder_checksums(tmp)
         write_json(manifest, tmp / RawFiles.manifest)
 

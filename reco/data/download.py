@@ -28,6 +28,7 @@ from typing import IO, Any, Final
 
 from reco.errors import DownloadError, InputDataError
 from reco.io import atomic_path
+from reco.progress import report
 from reco.params import DataParams
 from reco.schema import RawFiles
 
@@ -150,19 +151,17 @@ def _is_offline(error: BaseException) -> bool:
 
 
 class _Progress:
-    """A minimal progress bar on stderr: percentage, MB done / total, MB/s.
+    """A minimal download progress report on stderr: percentage, MB done / total, MB/s.
 
-    On a terminal it redraws one line; in a log (DVC, CI) it prints a line every 10 %.
+    One line every 10 %, never redrawn (on a terminal too), so logs (DVC, CI) stay readable.
     """
 
     def __init__(self, label: str, total: int, enabled: bool) -> None:
         self.label, self.total, self.enabled = label, max(total, 1), enabled
         self.started = time.monotonic()
-        self.last_draw = 0.0
         self.last_decile = -1
         self.last_done = -1
         self.session_start_bytes: int | None = None
-        self.tty = enabled and sys.stderr.isatty()
 
     def update(self, done: int, *, force: bool = False) -> None:
         if not self.enabled:
@@ -173,24 +172,16 @@ class _Progress:
             self.session_start_bytes = done  # speed counts this session's bytes, not the resumed ones
         now = time.monotonic()
         decile = done * 10 // self.total
-        if self.tty:
-            if not force and now - self.last_draw < 0.2:
-                return
-        elif not force and decile == self.last_decile:
+        if not force and decile == self.last_decile:
             return
-        self.last_draw, self.last_decile, self.last_done = now, decile, done
+        self.last_decile, self.last_done = decile, done
         speed = max(done - self.session_start_bytes, 0) / max(now - self.started, 1e-6) / 1e6
         line = (
             f"{self.label}: {100 * done / self.total:5.1f}%  "
             f"{done / 1e6:,.1f}/{self.total / 1e6:,.1f} MB  {speed:,.1f} MB/s"
         )
-        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 class _Retry(Exception):
@@ -329,7 +320,7 @@ def download(
     timeout_s
         Socket timeout for connecting and for each read.
     progress
-        Draw a progress bar on stderr.
+        Report the download's progress on stderr (a line every 10 %).
     backoff_s
         The first pause between attempts.
 
@@ -368,41 +359,38 @@ def download(
     failures: list[str] = []
     restarted_after_mismatch = False
     attempt = 0
-    try:
-        while True:
-            try:
-                resumed = _attempt(opener, url, part, expected_size, timeout_s, bar)
-            except _Retry as error:
-                failures.append(str(error))
-                if attempt >= retries:
-                    raise DownloadError(
-                        f"{url}: download failed after {attempt + 1} attempt(s) "
-                        f"({part.stat().st_size if part.exists() else 0:,} of {expected_size:,} bytes kept in "
-                        f"{part}, resumed on the next run); last error: {failures[-1]}. {hint}"
-                    ) from error
-                _sleep(min(backoff_s * 2**attempt, _MAX_BACKOFF_S))
-                attempt += 1
-                continue
-            except _Offline as error:  # no retry loop: fail fast with the way out
+    while True:
+        try:
+            resumed = _attempt(opener, url, part, expected_size, timeout_s, bar)
+        except _Retry as error:
+            failures.append(str(error))
+            if attempt >= retries:
                 raise DownloadError(
-                    f"{url}: cannot connect to {parts.hostname} ({error}): offline, or a wrong host name. {hint}"
+                    f"{url}: download failed after {attempt + 1} attempt(s) "
+                    f"({part.stat().st_size if part.exists() else 0:,} of {expected_size:,} bytes kept in "
+                    f"{part}, resumed on the next run); last error: {failures[-1]}. {hint}"
                 ) from error
-            actual = file_md5(part)
-            if actual == expected_md5:
-                os.replace(part, dest)  # same folder, so the rename is atomic
-                return dest
-            part.unlink(missing_ok=True)
-            if (resumed or attempt > 0) and not restarted_after_mismatch:
-                # A resumed .part may hold stale bytes from an earlier run: one clean download decides.
-                restarted_after_mismatch = True
-                failures.append(f"MD5 {actual} after resuming; restarting from zero")
-                continue
+            _sleep(min(backoff_s * 2**attempt, _MAX_BACKOFF_S))
+            attempt += 1
+            continue
+        except _Offline as error:  # no retry loop: fail fast with the way out
             raise DownloadError(
-                f"{url}: MD5 mismatch: expected {expected_md5}, found {actual} for {expected_size:,} bytes; "
-                f"the download was deleted. {hint}"
-            )
-    finally:
-        bar.close()
+                f"{url}: cannot connect to {parts.hostname} ({error}): offline, or a wrong host name. {hint}"
+            ) from error
+        actual = file_md5(part)
+        if actual == expected_md5:
+            os.replace(part, dest)  # same folder, so the rename is atomic
+            return dest
+        part.unlink(missing_ok=True)
+        if (resumed or attempt > 0) and not restarted_after_mismatch:
+            # A resumed .part may hold stale bytes from an earlier run: one clean download decides.
+            restarted_after_mismatch = True
+            failures.append(f"MD5 {actual} after resuming; restarting from zero")
+            continue
+        raise DownloadError(
+            f"{url}: MD5 mismatch: expected {expected_md5}, found {actual} for {expected_size:,} bytes; "
+            f"the download was deleted. {hint}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,7 +590,7 @@ def ingest_kuairec(params: DataParams, raw_dir: Path, *, progress: bool = True) 
     raw_dir
         Output folder (created if needed).
     progress
-        Show the download progress bar on stderr.
+        Report the download's progress on stderr (a line every 10 %).
 
     Returns
     -------
@@ -620,6 +608,7 @@ def ingest_kuairec(params: DataParams, raw_dir: Path, *, progress: bool = True) 
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     if params.kuairec_dir:
+        report(f"copying {params.kuairec_dir}")
         files = _copy_folder(Path(params.kuairec_dir), raw_dir)
         return {"source": "kuairec", "origin": "kuairec_dir", "archive_md5": None, "files": files}
     if params.kuairec_archive:
@@ -628,6 +617,7 @@ def ingest_kuairec(params: DataParams, raw_dir: Path, *, progress: bool = True) 
             raise InputDataError(
                 archive, f"data.kuairec_archive: file not found; expected {ARCHIVE_NAME} with MD5 {params.kuairec_md5}"
             )
+        report(f"checking {archive.name}")
         verify_md5(archive, params.kuairec_md5)
         origin = "kuairec_archive"
     else:
@@ -639,6 +629,7 @@ def ingest_kuairec(params: DataParams, raw_dir: Path, *, progress: bool = True) 
             progress=progress,
         )
         origin = "download"
+    report(f"extracting {archive.name}")
     files = _extract(archive, raw_dir, max_total_bytes=8 * 2**30, max_ratio=200.0)
     return {"source": "kuairec", "origin": origin, "archive_md5": params.kuairec_md5.lower(), "files": files}
 

@@ -27,6 +27,7 @@ from polars.exceptions import PolarsError
 
 from reco.errors import InputDataError
 from reco.io import atomic_path, sweep_stale_temporaries, write_parquet
+from reco.progress import report as report_progress
 from reco.schema import (
     INTERACTION_COLUMNS,
     INTERACTION_SCHEMA,
@@ -446,11 +447,13 @@ def _partitions(
     rows is split again by exact counts before it is yielded. Each file is removed once the
     caller has read it (at the next step of the iteration).
     """
+    report_progress(f"{path.name}: reading into user ranges")
     try:
         first_split = _sink_ranges(frame, _estimated_ranges(path, known_users, partition_rows), scratch, "partition")
     except PolarsError as error:
         raise _diagnose_parse_error(path, found, _INTERACTION_CONVERTERS, error) from error
-    for partition in first_split:
+    for number, partition in enumerate(first_split, 1):
+        report_progress(f"{path.name}: user range {number}/{len(first_split)}")
         pieces = [partition]
         if pl.scan_parquet(partition).select(pl.len()).collect().item() > partition_rows:
             ranges = _exact_ranges(partition, partition_rows)
@@ -970,6 +973,7 @@ def prepare_all(raw_dir: Path, out_dir: Path, *, partition_rows: int = PARTITION
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}
 
+    report_progress("user_features, item_categories")
     users, report["user_features"] = read_users(raw_dir / RawFiles.user_features)
     categories, report["item_categories"] = read_item_categories(raw_dir / RawFiles.item_categories)
     known_users, known_items = users[Columns.user], categories[Columns.item]
@@ -987,6 +991,7 @@ def prepare_all(raw_dir: Path, out_dir: Path, *, partition_rows: int = PARTITION
             partition_rows=partition_rows,
         )
 
+    report_progress("item_daily_features, video durations, social_network")
     item_daily, report["item_daily_features"] = read_item_daily(raw_dir / RawFiles.item_daily_features, known_items)
     items, report["item_categories"]["video_duration_source"] = build_items(
         categories, pl.scan_parquet(out_dir / PreparedFiles.big), item_daily

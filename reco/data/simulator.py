@@ -31,6 +31,7 @@ import polars as pl
 from reco import portable_math as pm
 from reco.errors import ParamsError
 from reco.io import atomic_path, write_parquet
+from reco.progress import report as report_progress
 from reco.schema import (
     INTERACTION_COLUMNS,
     ITEM_CATEGORY_COLUMNS,
@@ -897,6 +898,7 @@ class _RatioSample:
 def _simulate_files(out_dir: Path, prof: SimulatorProfile, profile: str, seed: int, scale: float) -> dict[str, Any]:
     # Independent streams: the world does not depend on `scale`, the logs do.
     world_ss, feed_ss, small_ss, daily_ss, side_ss = np.random.SeedSequence(seed).spawn(5)
+    report_progress("world (users, videos, daily appeal)")
     world = _make_world(prof, np.random.default_rng(world_ss))
     plan = _plan_big(world, prof, scale)
     feed_rng = np.random.default_rng(feed_ss)
@@ -913,6 +915,7 @@ def _simulate_files(out_dir: Path, prof: SimulatorProfile, profile: str, seed: i
         written: list[Future[None]] = []
         with _csv_appender(out_dir / RawFiles.big_matrix) as handle:
             for index, start in enumerate(range(0, world.n_users, prof.user_chunk)):
+                report_progress(f"big_matrix user chunk {index + 1}/{len(chunk_streams)}")
                 users = np.arange(start, min(start + prof.user_chunk, world.n_users))
                 views = _big_chunk(world, plan, users, prior, day_cdf, np.random.default_rng(chunk_streams[index]))
                 big_stats.add(views)
@@ -925,6 +928,7 @@ def _simulate_files(out_dir: Path, prof: SimulatorProfile, profile: str, seed: i
                 future.result()
             written.clear()
 
+        report_progress("small_matrix and ground truth")
         small, truth = _simulate_small(world, prof, np.random.default_rng(small_ss))
         written.append(writer.submit(_write_csv, _interaction_frame(small, date_as_float=True), out_dir / RawFiles.small_matrix))
         written.append(writer.submit(write_parquet, truth, out_dir / RawFiles.ground_truth))
@@ -932,8 +936,10 @@ def _simulate_files(out_dir: Path, prof: SimulatorProfile, profile: str, seed: i
         small_stats.add(small)
         del small
 
+        report_progress("item_daily_features")
         daily = _item_daily(world, np.random.default_rng(daily_ss))
         written.append(writer.submit(_write_csv, daily, out_dir / RawFiles.item_daily_features))
+        report_progress("side files (user_features, item_categories, social_network)")
         side_rng = np.random.default_rng(side_ss)
         _write_csv(_user_features(world, side_rng), out_dir / RawFiles.user_features)
         _write_csv(_item_categories(world), out_dir / RawFiles.item_categories)

@@ -41,6 +41,7 @@ from reco.data.labels import (
 from reco.errors import InputDataError
 from reco.io import StreamedParquetWriter
 from reco.params import LabelParams, SplitParams
+from reco.progress import report
 from reco.schema import EVALUATION_BLOCKS, Columns
 
 PAIR = [Columns.user, Columns.item]
@@ -274,10 +275,16 @@ class _Splitter:
         self.source, self.partition_rows = source, partition_rows
         self.test_keys = pair_keys(small).unique().sort()
 
-    def chunks(self, columns: Sequence[str] | None = None) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
-        """Each chunk of training views (big_matrix minus the test pairs) with the test keys of its users."""
+    def chunks(
+        self, columns: Sequence[str] | None = None, step: str = "split"
+    ) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+        """Each chunk of training views (big_matrix minus the test pairs) with the test keys of its users.
+
+        ``step`` names the pass in the progress line reported for each chunk (:mod:`reco.progress`).
+        """
         source = self.big if columns is None else self.big.select(columns)
-        for chunk in iter_user_chunks(source, self.partition_rows, name=self.source):
+        for number, chunk in enumerate(iter_user_chunks(source, self.partition_rows, name=self.source), 1):
+            report(f"{step}: user chunk {number}")
             keys = keys_of_users(self.test_keys, chunk[Columns.user][0], chunk[Columns.user][-1])
             yield chunk.filter(~has_pair_in(chunk, keys)), keys
 
@@ -285,7 +292,7 @@ class _Splitter:
         """First pass: views per duration and per user, distinct videos, last date, row counts."""
         summary = _TrainingSummary()
         columns = [*PAIR, Columns.video_duration, Columns.date]
-        for train, _ in self.chunks(columns):
+        for train, _ in self.chunks(columns, "training summary"):
             summary.train_rows += train.height
             so_far = [] if summary.duration_counts is None else [summary.duration_counts]
             summary.duration_counts = merge_duration_counts([*so_far, count_durations(train)])
@@ -303,7 +310,7 @@ class _Splitter:
         assert training.duration_counts is not None
 
         def views() -> Iterator[pl.DataFrame]:
-            for train, _ in self.chunks([*PAIR, Columns.video_duration, Columns.watch_ratio]):
+            for train, _ in self.chunks([*PAIR, Columns.video_duration, Columns.watch_ratio], "label quantiles"):
                 yield train
 
         return fit_label_rules(training.duration_counts, views, self.label)
@@ -331,7 +338,7 @@ class _Splitter:
             }
 
         totals = _ChunkTotals()
-        for train, test_keys in self.chunks():
+        for train, test_keys in self.chunks(step="writing the sets"):
             train = train.sort(_TRAIN_ORDER, maintain_order=True)  # stable: ties keep the prepared order
             self._split_chunk(train, test_keys, rules, window_start, totals, sink)
 
@@ -354,6 +361,7 @@ class _Splitter:
         if totals.overlap:
             raise InputDataError(source, f"leakage: {totals.overlap} ranker-label pairs also appear in the history")
 
+        report("evaluation blocks")
         small = self.small.with_columns(label_ratio_expr(rule))
         evaluation = with_labels(first_view_per_pair(small), label)  # sorted by pair
         views_per_user = pl.concat(training.views_per_user).group_by(Columns.user).agg(pl.col("len").sum())

@@ -55,6 +55,7 @@ from reco.models.baselines import (
 from reco.models.ranker import load_ranker
 from reco.params import ComputeParams, EvaluateParams
 from reco.partitions import FrameRows, UserRowIndex, partition_count
+from reco.progress import report
 from reco.schema import Columns, PreparedFiles, RawFiles
 
 if TYPE_CHECKING:
@@ -194,6 +195,7 @@ def load_block_inputs(files: BlockFiles, ks: Sequence[int]) -> BlockInputs:
     FileNotFoundError
         An input is missing (an upstream stage has not run).
     """
+    report("reading the block, indexing the training views and candidates")
     rows = pl.read_parquet(files.block_file, columns=[Columns.user, Columns.item, Columns.label])
     n_items = rows[Columns.item].n_unique()
     candidate_stats = read_json(files.candidates_file)
@@ -522,6 +524,7 @@ def _training_aggregates(
         catalogue=grid.items,
         threshold=inputs.rule.threshold,
         edges_ms=tuple(inputs.rule.edges_ms),
+        progress="training aggregates: user partition",
     )
     if not partials:  # no training view at all: the counts of an empty frame
         empty = pl.DataFrame(schema={c: inputs.items.schema.get(c, pl.Float32) for c in (Columns.user, Columns.item, Columns.video_duration, Columns.watch_ratio)})
@@ -571,7 +574,14 @@ def evaluate_block(
     aggregates = _training_aggregates(inputs, grid, client, compute)
     context = _block_context(inputs, grid, params, aggregates)
     n_partitions = partition_count(context.train.rows_of(grid.users), compute)
-    firsts = map_user_partitions(client, bounds_partition, grid.users, n_partitions, broadcast={"context": context})
+    firsts = map_user_partitions(
+        client,
+        bounds_partition,
+        grid.users,
+        n_partitions,
+        broadcast={"context": context},
+        progress="two-stage bounds: user partition",
+    )
     bounds = tree_reduce([b for b, _ in firsts], TwoStageBounds.combine)
     oracle_partials = [partial for _, partial in firsts if partial is not None]
     oracle_means = (
@@ -583,6 +593,7 @@ def evaluate_block(
         grid.users,
         n_partitions,
         broadcast={"context": context, "bounds": bounds, "oracle_means": oracle_means},
+        progress="scores and metrics: user partition",
     )
     sizes = [len(part.segments) for part in parts]
     recommended = {name: np.concatenate([part.recommended[name] for part in parts]) for name in parts[0].recommended}
@@ -610,6 +621,7 @@ def evaluate_block(
     segments = pl.concat([part.segments for part in parts], how="vertical", rechunk=True)
     return BlockEvaluation(
         block=inputs.block,
+    report("bootstrap intervals, beyond-accuracy, segments")
         metrics=metrics,
         uncertainty=uncertainty_report(results, params.bootstrap_samples, params.seed),
         beyond_accuracy=beyond_accuracy_report(recommended, results, ks, aggregates.stats),
@@ -624,6 +636,7 @@ def evaluate_block(
 
 def write_block_evaluation(evaluation: BlockEvaluation, files: BlockFiles) -> None:
     """Write the block's JSON payloads (each atomically) and its data folder (swapped in as a whole)."""
+    report("writing the results")
     write_json(evaluation.metrics, files.metrics_file)
     write_json(evaluation.uncertainty, files.uncertainty_file)
     write_json(evaluation.beyond_accuracy, files.beyond_accuracy_file)

@@ -29,6 +29,7 @@ from reco.io import write_json, write_text
 from reco.models.als import load_als
 from reco.models.ranker import load_ranker
 from reco.params import EvaluateParams, LabelParams, as_dict
+from reco.progress import report as report_progress
 from reco.schema import EVALUATION_BLOCKS, RawFiles
 
 __all__ = [
@@ -194,6 +195,7 @@ def _model_params(
 
 def build_report(files: ReportFiles, label: LabelParams, evaluate: EvaluateParams) -> Report:
     """Read the blocks, the seed spread and the models; build every output of ``report`` (nothing is written)."""
+    report_progress("reading the blocks, the seed spread and the models")
     blocks = {name: read_block_payloads(files.block(name)) for name in EVALUATION_BLOCKS}
     summary = read_json(files.split_summary_file)
     metrics = merge_blocks(blocks, summary, {name: files.block(name).metrics_file for name in EVALUATION_BLOCKS})
@@ -207,6 +209,7 @@ def build_report(files: ReportFiles, label: LabelParams, evaluate: EvaluateParam
         field: {name: dict(getattr(blocks[name], field)) for name in EVALUATION_BLOCKS}
         for field in ("uncertainty", "beyond_accuracy", "segments")
     }
+    report_progress("model card (raw data fingerprint)")
     card = ModelCardInputs(
         metrics=metrics,
         uncertainty=per_block["uncertainty"],
@@ -233,6 +236,7 @@ def build_report(files: ReportFiles, label: LabelParams, evaluate: EvaluateParam
 
 def write_report(report: Report, files: ReportFiles) -> None:
     """Write every output of ``report`` (each file atomically)."""
+    report_progress("writing")
     write_json(report.metrics, files.metrics_file)
     write_json(report.uncertainty, files.uncertainty_file)
     write_json(report.beyond_accuracy, files.beyond_accuracy_file)

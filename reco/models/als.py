@@ -38,6 +38,7 @@ from reco.data.labels import CHUNK_ROWS, iter_user_chunks, labelled_ratio  # noq
 from reco.errors import InputDataError, ParamsError  # noqa: E402
 from reco.io import atomic_dir, read_npy, write_json, write_npy  # noqa: E402
 from reco.params import AlsParams, as_dict  # noqa: E402
+from reco.progress import report  # noqa: E402
 from reco.schema import Columns  # noqa: E402
 
 CONFIDENCE_KINDS: Final[tuple[str, ...]] = ("binary", "watch_ratio", "log1p_watch_ratio", "signed")
@@ -276,7 +277,8 @@ def _confidence_matrix_by_user(
     items: list[np.ndarray] = []
     scores: list[np.ndarray] = []
     n_rows = 0
-    for chunk in iter_user_chunks(interactions.select(columns), chunk_rows):
+    for number, chunk in enumerate(iter_user_chunks(interactions.select(columns), chunk_rows), 1):
+        report(f"confidence matrix: user chunk {number}")
         n_rows += chunk.height
         # A pair's views all lie in its user's chunk, so the chunk's pairs are final.
         pairs = _confidence_pairs(chunk, confidence, threshold, alpha, negative_weight).sort(Columns.user, Columns.item)
@@ -503,6 +505,8 @@ def fit_als(
     cpu_loss = None if params.use_gpu else blocked_training_loss(matrix, params.regularization, params.num_threads)
 
     def record(iteration: int, elapsed: float, loss: float | None) -> None:
+        done = f"ALS iteration {iteration + 1}/{params.iterations}"
+        report(f"{done} fitted" if cpu_loss is None else f"{done} fitted; its training loss")
         if cpu_loss is not None:
             loss = cpu_loss(model.user_factors, model.item_factors)
         losses.append(float("nan") if loss is None else _round_loss(float(loss)))

@@ -30,6 +30,7 @@ import scipy.sparse
 from reco.compute import map_user_partitions
 from reco.models.als import AlsModel, build_confidence_matrix
 from reco.partitions import FrameRows, UserRowIndex
+from reco.progress import report
 from reco.schema import Columns
 
 if TYPE_CHECKING:
@@ -377,6 +378,7 @@ def block_candidates(
     users = block_rows.users.astype(np.int32)
     catalogue = _block_catalogue(block)
     if fallback is None:
+        report("popularity fallback")
         fallback = popularity_fallback(_lazy(train), catalogue)
     parts = map_user_partitions(
         client,
@@ -387,6 +389,7 @@ def block_candidates(
         catalogue=catalogue,
         n=n,
         num_threads=num_threads,
+        progress="user partition",
     )
     frames = [frame for frame, _ in parts] or [pl.DataFrame(schema=CANDIDATE_SCHEMA)]
     labelled = pl.concat(frames, how="vertical", rechunk=True)
