@@ -619,9 +619,9 @@ def evaluate_block(
         **metrics_payload(results),
     }
     segments = pl.concat([part.segments for part in parts], how="vertical", rechunk=True)
+    report("bootstrap intervals, beyond-accuracy, segments")
     return BlockEvaluation(
         block=inputs.block,
-    report("bootstrap intervals, beyond-accuracy, segments")
         metrics=metrics,
         uncertainty=uncertainty_report(results, params.bootstrap_samples, params.seed),
         beyond_accuracy=beyond_accuracy_report(recommended, results, ks, aggregates.stats),
