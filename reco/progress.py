@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sized
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["current_stage", "report", "stage", "steps"]
+__all__ = ["current_stage", "quiet", "report", "stage", "steps"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,26 @@ def stage(name: str) -> Iterator[None]:
     """
     global _current
     previous, _current = _current, name
+    try:
+        yield
+    finally:
+        _current = previous
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Report nothing inside the ``with`` block, for a stage that reports its own coarser steps.
+
+    The seed spread, for example, refits ALS and the ranker for every seed: it reports one line
+    per seed and model, not every ALS iteration of every fit.
+
+    Examples
+    --------
+    >>> with stage("seed_spread"), quiet():
+    ...     report("ALS iteration 1/15")  # prints nothing
+    """
+    global _current
+    previous, _current = _current, None
     try:
         yield
     finally:

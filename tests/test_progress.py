@@ -13,7 +13,7 @@ import yaml
 
 from reco.cli import run_stage
 from reco.compute import iter_user_partitions, map_user_partitions
-from reco.progress import current_stage, report, stage, steps
+from reco.progress import current_stage, quiet, report, stage, steps
 from reco.schema import Columns
 
 
@@ -46,6 +46,16 @@ def test_stage_restores_the_previous_state_also_on_error(capsys: pytest.CaptureF
         report("b")
     assert current_stage() is None
     assert stderr_lines(capsys) == ["inner: a", "outer: b"]
+
+
+def test_quiet_silences_the_nested_steps_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with stage("seed_spread"):
+        report("seed 1/2, ALS 1/2")
+        with quiet():
+            assert current_stage() is None
+            report("ALS iteration 1/15 fitted")
+        report("seed 1/2, ALS 2/2")
+    assert stderr_lines(capsys) == ["seed_spread: seed 1/2, ALS 1/2", "seed_spread: seed 1/2, ALS 2/2"]
 
 
 def test_steps_reports_before_each_item_is_fetched(capsys: pytest.CaptureFixture[str]) -> None:
