@@ -1,84 +1,12 @@
-"""Markdown review of a change between two revisions of the pipeline, to paste into a pull request.
+"""``python -m reco.review BASE [HEAD]``: a Markdown review of the change between two revisions.
 
-Usage::
-
-    python -m reco.review BASE [HEAD] [--block test|validation] [--metrics ndcg,map] [--k 10]
-                          [--samples 2000] [--seed 0] [--out FILE] [--repo DIR]
-
-``BASE`` and ``HEAD`` are git revisions (commit, branch, tag) or DVC experiment names/refs;
-without ``HEAD`` the workspace is compared with ``BASE`` (``python -m reco.review HEAD`` reviews
-uncommitted work). The Markdown goes to stdout (and to ``FILE`` with ``--out``); bad input (an
-unknown revision, a missing or malformed file) prints one line ``error: review: ...`` to stderr
-and exits with code 2, like the stage scripts (:mod:`reco.cli`).
-
-What is printed
----------------
-1. A title with both revisions (name as given and short commit hash).
-2. *Params*: ``dvc params diff BASE [HEAD] --md`` verbatim, or "No params changed.".
-3. *Headline metrics* of ``metrics/metrics.json`` for both revisions and their difference, one
-   table for the test block and one for the validation block (where settings are chosen).
-4. *Paired differences* (``--block``, default test): for each model in both revisions' per-user
-   files, the mean over users evaluated in both of ``HEAD - BASE``, its 95% percentile bootstrap
-   interval over users (``--samples`` resamples, fixed ``--seed``), the seed spread, and the verdict.
-5. A one-line legend of the verdict.
-
-Flag rule (:mod:`reco.evaluation.paired`)
------------------------------------------
-A change is **real** only when the paired bootstrap interval excludes 0 *and* ``|mean difference|``
-exceeds the *seed spread* ``2 * sqrt(2) * max(std_BASE, std_HEAD)``, where ``std`` is the model's
-std of that metric over seeds in ``metrics/seed_spread.json`` (``2 * sqrt(2) * std`` bounds ~95% of
-the gaps between two runs that differ only in their seeds). Otherwise it is *within noise*; when
-the interval excludes 0 but no seed spread is known (file missing in both revisions, or the model /
-metric not in it) the verdict is *unknown*, never real. A seed spread file present in only one
-revision is used alone; one measured on another block than ``--block`` is used with a note.
-
-File contract (per revision)
-----------------------------
-- ``metrics/metrics.json`` (git-tracked, required)::
-
-      {"protocol": "fully_observed", "label_kind": "...",
-       "validation": {"models": {"<model>": {"ndcg_at_10": 0.61, "map_at_10": 0.52, ...}}, "data": {...}},
-       "test": {"models": {...}, "data": {...}}, ...}
-
-  Metric keys are ``<metric>_at_<k>``; models are read from the file. A block missing in a
-  revision shows as "—" with a note. If ``protocol`` or ``label_kind`` differ, a warning is printed.
-- ``data/evaluation/<block>/per_user.parquet`` (DVC-tracked, required for ``--block``): columns
-  ``user_id`` Int32, ``model`` String, ``metric`` String (``ndcg``, ``map``, ``precision``,
-  ``recall``, ``hit_rate``), ``k`` Int16, ``value`` Float64; one row per (user, model, metric, k),
-  only for evaluated users. Other integer/float widths are cast; nulls, non-finite values and
-  duplicate keys are refused. A model is compared over the users that have every requested
-  (metric, K) in both revisions.
-- ``metrics/seed_spread.json`` (git-tracked, optional)::
-
-      {"seeds": [0, 1, 2], "block": "test",
-       "models": {"<model>": {"ndcg_at_10": {"mean": .., "std": .., "min": .., "max": .., "values": [..]}}}}
-
-  Only ``std`` is used.
-
-Choices where the contract was open
------------------------------------
-- Seed spread threshold ``2 * sqrt(2) * max(std)`` (above), not ``std`` alone: the gap between two
-  single-seed runs has std ``sqrt(2) * std``, and ``~2`` of those bound 95% of them.
-- A model or metric absent from ``seed_spread.json`` (e.g. a deterministic baseline left out) has
-  an unknown spread: shown as "—", never flagged real. A recorded ``std`` of 0 is a known zero.
-- Paired section: models in both per-user files, sorted by name; users sorted by ``user_id``
-  (same users + same ``--seed`` = same resamples). Users or models in only one revision are
-  counted in notes, not compared. Headline tables: the union of both revisions' models.
-- Directions are not interpreted beyond "better" (HEAD > BASE) / "worse": every metric compared
-  here is higher-is-better.
-- The optional headline intervals of ``metrics/uncertainty.json`` are not shown.
-
-Reading: git-tracked JSON with ``git show REV:./path``; DVC-tracked parquet with
-``dvc.api.open(path, repo=ROOT, rev=SHA, mode="rb")`` (local cache, or the default remote if one is
-configured; the workspace is not touched); for the workspace, the files themselves. Revisions are
-resolved once to a commit with DVC's resolver (so experiment names work) and read at that commit.
-
-Examples
---------
-Compare the last commit with the working tree, then two branches on the validation block::
-
-    python -m reco.review HEAD
-    python -m reco.review main my-feature --block validation --out review.md
+It prints ``dvc params diff``, the headline metrics of both blocks and, on one block (``--block``,
+default ``validation``; ``test`` only when asked), each model's paired per-user difference
+``HEAD - BASE`` with one decision rule per row: a t test of the difference against its full
+standard error (the users' bootstrap variance plus the seeds' variance of two runs, the headline
+runs counted among the seeds), with Holm's correction across the rows of the table at family-wise
+``--alpha`` (0.05) (:mod:`reco.evaluation.decision`). Bad input exits with code 2 and one line
+``error: review: ...``. See docs/selection-and-review.md.
 """
 
 from __future__ import annotations
@@ -96,17 +24,12 @@ from typing import Any, Final
 
 import numpy as np
 import polars as pl
+import yaml
 
 from reco.cli import EXIT_BAD_INPUT
 from reco.errors import PipelineError, UsageError
-from reco.evaluation.paired import (
-    SEED_SPREAD_FACTOR,
-    PairedDifference,
-    Verdict,
-    change_verdict,
-    paired_revision_differences,
-    seed_noise_threshold,
-)
+from reco.evaluation.decision import FAMILY_ALPHA, SeedTerm, Verdict, change_test, holm, seed_terms, user_variance
+from reco.evaluation.paired import PairedDifference, paired_revision_differences
 from reco.evaluation.uncertainty import CONFIDENCE
 
 __all__ = [
@@ -116,6 +39,7 @@ __all__ = [
     "ReviewError",
     "ReviewOptions",
     "Revision",
+    "RowTest",
     "build_review",
     "main",
     "render_markdown",
@@ -123,8 +47,9 @@ __all__ = [
 
 METRICS_PATH: Final = "metrics/metrics.json"
 SEED_SPREAD_PATH: Final = "metrics/seed_spread.json"
+PARAMS_PATH: Final = "params.yaml"
 PER_USER_TEMPLATE: Final = "data/evaluation/{block}/per_user.parquet"
-BLOCKS: Final = ("test", "validation")
+BLOCKS: Final = ("validation", "test")  # the first is the default: settings are chosen on validation
 PER_USER_SCHEMA: Final[dict[str, type[pl.DataType]]] = {
     "user_id": pl.Int32,
     "model": pl.String,
@@ -239,6 +164,28 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _read_git_text(root: Path, revision: Revision, path: str, *, required: bool, hint: str) -> str | None:
+    """A git-tracked file of ``revision`` as text (the file on disk for the workspace); ``None`` if absent."""
+    where = f"{path} at {revision.title()}"
+    if revision.is_workspace:
+        file = root / path
+        if not file.is_file():
+            if required:
+                raise ReviewError(f"{where}: file not found; {hint}")
+            return None
+        return file.read_text(encoding="utf-8")
+    # "REV:./path" is relative to cwd, so a DVC project in a subfolder of the git repo works too.
+    result = subprocess.run(
+        ["git", "show", f"{revision.sha}:./{path}"], cwd=root, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        if required:
+            why = _one_line(result.stderr) or f"git exited with {result.returncode}"
+            raise ReviewError(f"{where}: not in that commit ({why}); run the evaluate stage there and commit")
+        return None
+    return result.stdout
+
+
 def read_git_json(root: Path, revision: Revision, path: str, *, required: bool) -> dict[str, Any] | None:
     """A git-tracked JSON file of ``revision`` (the file on disk for the workspace).
 
@@ -250,24 +197,9 @@ def read_git_json(root: Path, revision: Revision, path: str, *, required: bool) 
         The file is absent and ``required``, or it is not a JSON object.
     """
     where = f"{path} at {revision.title()}"
-    if revision.is_workspace:
-        file = root / path
-        if not file.is_file():
-            if required:
-                raise ReviewError(f"{where}: file not found; run `dvc repro evaluate` first")
-            return None
-        text = file.read_text(encoding="utf-8")
-    else:
-        # "REV:./path" is relative to cwd, so a DVC project in a subfolder of the git repo works too.
-        result = subprocess.run(
-            ["git", "show", f"{revision.sha}:./{path}"], cwd=root, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            if required:
-                hint = _one_line(result.stderr) or f"git exited with {result.returncode}"
-                raise ReviewError(f"{where}: not in that commit ({hint}); run the evaluate stage there and commit")
-            return None
-        text = result.stdout
+    text = _read_git_text(root, revision, path, required=required, hint="run `dvc repro evaluate` first")
+    if text is None:
+        return None
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
@@ -275,6 +207,29 @@ def read_git_json(root: Path, revision: Revision, path: str, *, required: bool) 
     if not isinstance(payload, dict):
         raise ReviewError(f"{where}: expected a JSON object, got {type(payload).__name__}")
     return payload
+
+
+def headline_seed(root: Path, revision: Revision) -> int | None:
+    """The training seed of ``revision``'s headline run, when ALS and the ranker share one.
+
+    The seed spread retrains both with the same seed, so the headline run is one of its seeds only
+    when ``als.random_state == ranker.seed``; ``None`` when they differ or ``params.yaml`` does
+    not say (the headline run then counts as a seed of its own).
+    """
+    text = _read_git_text(root, revision, PARAMS_PATH, required=False, hint="")
+    try:
+        params = yaml.safe_load(text) if text is not None else None
+    except yaml.YAMLError:
+        return None
+    if not isinstance(params, dict):
+        return None
+    als, ranker = params.get("als"), params.get("ranker")
+    seeds = {
+        section.get(key) if isinstance(section, dict) else None
+        for section, key in ((als, "random_state"), (ranker, "seed"))
+    }
+    seed = seeds.pop() if len(seeds) == 1 else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _missing_per_user_hint(revision: Revision, path: str) -> str:
@@ -394,21 +349,25 @@ class ReviewOptions:
     Attributes
     ----------
     block
-        Block of the paired differences and seed spread: ``"test"`` or ``"validation"``.
+        Block of the paired differences and seed spread: ``"validation"`` (default, where
+        settings are chosen) or ``"test"`` (for the record).
     metrics
         Per-user metric names (``ndcg``, ``map``, ...), in display order.
     ks
         Cut-offs K, in display order.
     samples, seed, confidence
-        Bootstrap resamples, their seed and the interval coverage.
+        Bootstrap resamples, their seed and the coverage of the users' interval (shown).
+    alpha
+        Family-wise error rate of the rows' tests (Holm).
     """
 
-    block: str = "test"
+    block: str = BLOCKS[0]
     metrics: tuple[str, ...] = ("ndcg", "map")
     ks: tuple[int, ...] = (10,)
     samples: int = DEFAULT_SAMPLES
     seed: int = DEFAULT_SEED
     confidence: float = CONFIDENCE
+    alpha: float = FAMILY_ALPHA
 
     @property
     def series(self) -> list[tuple[str, int]]:
@@ -461,17 +420,49 @@ class HeadlineTable:
 
 
 @dataclass(frozen=True)
-class PairedRow:
-    """Paired difference of one model and metric, with the seed spread and verdict.
+class RowTest:
+    """The test of one row (:mod:`reco.evaluation.decision`).
 
-    ``difference`` and ``verdict`` are ``None`` when the model has no user in both revisions.
+    Attributes
+    ----------
+    user_var, seed_var
+        The users' bootstrap variance of the mean difference and the seeds' variance of a
+        difference between two runs; ``se = sqrt(user_var + seed_var)``.
+    df
+        Degrees of freedom of the t quantile (Welch-Satterthwaite over the seed terms).
+    t, p
+        ``mean / se`` and its two-sided p-value.
+    p_holm
+        Holm-adjusted p-value over the rows of the table.
+    """
+
+    user_var: float
+    seed_var: float
+    se: float
+    df: float
+    t: float
+    p: float
+    p_holm: float
+
+    @property
+    def seed_sd(self) -> float:
+        """The std of one run over seeds (``sqrt(seed_var / 2)``)."""
+        return float(np.sqrt(self.seed_var / 2.0))
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    """Paired difference of one model and metric, with its test and verdict.
+
+    ``difference`` and ``verdict`` are ``None`` when the model has no user in both revisions;
+    ``test`` is ``None`` also when no seed spread is known for the row.
     """
 
     model: str
     metric: str
     k: int
     difference: PairedDifference | None
-    seed_spread: float | None
+    test: RowTest | None
     verdict: Verdict | None
 
 
@@ -586,7 +577,7 @@ def headline_table(
 
 @dataclass(frozen=True)
 class SeedSpread:
-    """``metrics/seed_spread.json`` of one revision (``std`` of each model's metric over seeds)."""
+    """``metrics/seed_spread.json`` of one revision (each model's metric over seeds: ``values``, ``std``)."""
 
     seeds: tuple[Any, ...]
     block: str | None
@@ -596,6 +587,15 @@ class SeedSpread:
         """The std of ``model``'s ``key``, or ``None`` when not recorded."""
         entry = self.models.get(model, {}).get(key)
         return _number(entry.get("std")) if isinstance(entry, dict) else None
+
+    def values(self, model: str, key: str) -> tuple[float, ...] | None:
+        """The per-seed values of ``model``'s ``key``, or ``None`` when not recorded."""
+        entry = self.models.get(model, {}).get(key)
+        values = entry.get("values") if isinstance(entry, dict) else None
+        if not isinstance(values, list):
+            return None
+        numbers = [_number(value) for value in values]
+        return None if any(number is None for number in numbers) else tuple(numbers)  # type: ignore[misc]
 
 
 def parse_seed_spread(payload: Mapping[str, Any] | None, where: str, block: str | None = None) -> SeedSpread | None:
@@ -648,14 +648,88 @@ def _check_series_present(frame: pl.DataFrame, options: ReviewOptions, where: st
         raise ReviewError(f"{where}: no rows for {absent}; the file has {found}")
 
 
+@dataclass(frozen=True)
+class SeedSide:
+    """What one revision knows of its seed noise: its seed spread and its own (headline) run.
+
+    Attributes
+    ----------
+    spread
+        The revision's ``metrics/seed_spread.json`` for the block, or ``None``.
+    headline
+        ``{model: {key: value}}`` of the block in the revision's ``metrics/metrics.json``.
+    headline_seed
+        The headline run's training seed (:func:`headline_seed`); when it is one of the spread's
+        seeds, the headline run is already in the spread and is not counted twice.
+    """
+
+    spread: SeedSpread | None
+    headline: Mapping[str, Mapping[str, Any]]
+    headline_seed: int | None = None
+
+    @property
+    def headline_in_spread(self) -> bool:
+        """True when the headline run is one of the spread's seeds."""
+        return self.spread is not None and self.headline_seed is not None and self.headline_seed in self.spread.seeds
+
+    def runs(self, model: str, key: str) -> tuple[np.ndarray | None, float | None]:
+        """The spread's values of ``model``'s ``key`` and the headline value to add to them (or ``None``)."""
+        values = self.spread.values(model, key) if self.spread is not None else None
+        if values is None:
+            return None, None
+        headline = None if self.headline_in_spread else _number(self.headline.get(model, {}).get(key))
+        return np.asarray(values, dtype=np.float64), headline
+
+
+def row_seed_terms(base: SeedSide, head: SeedSide, model: str, key: str) -> list[SeedTerm] | None:
+    """The seeds' variance terms of one row (:func:`reco.evaluation.decision.seed_terms`)."""
+    base_spread, base_headline = base.runs(model, key)
+    head_spread, head_headline = head.runs(model, key)
+    return seed_terms(base_spread, base_headline, head_spread, head_headline)
+
+
+def decide(
+    differences: Sequence[PairedDifference | None],
+    user_vars: Sequence[float | None],
+    terms: Sequence[list[SeedTerm] | None],
+    alpha: float = FAMILY_ALPHA,
+) -> list[tuple[RowTest | None, Verdict | None]]:
+    """The test and verdict of every row; Holm's correction runs over the rows that have a test.
+
+    A row without users in both revisions has neither; a row without a known seed spread has no
+    test and is never called real: *unknown* when its users' interval excludes 0, else *within
+    noise*.
+    """
+    tested = [i for i, (d, t) in enumerate(zip(differences, terms, strict=True)) if d is not None and t is not None]
+    results: list[tuple[RowTest | None, Verdict | None]] = [
+        (None, None if difference is None else Verdict.UNKNOWN if difference.excludes_zero else Verdict.WITHIN_NOISE)
+        for difference in differences
+    ]
+    if not tested:
+        return results
+    statistics = []
+    for i in tested:
+        difference, row_terms = differences[i], terms[i]
+        assert difference is not None and row_terms is not None
+        user_var = float(user_vars[i] or 0.0)
+        se, df, t, p = change_test(np.array(difference.mean), np.array(user_var), row_terms)
+        seed_var = float(sum(np.asarray(term.variance, dtype=np.float64) for term in row_terms))
+        statistics.append((user_var, seed_var, float(se), float(df), float(t), float(p)))
+    adjusted, rejected = holm(np.array([row[-1] for row in statistics]), alpha)
+    for i, row, p_holm, reject in zip(tested, statistics, adjusted, rejected, strict=True):
+        test = RowTest(*row, p_holm=float(p_holm))
+        results[i] = (test, Verdict.REAL if reject else Verdict.WITHIN_NOISE)
+    return results
+
+
 def paired_rows(
     base_frame: pl.DataFrame,
     head_frame: pl.DataFrame,
-    base_seed: SeedSpread | None,
-    head_seed: SeedSpread | None,
+    base_seed: SeedSide,
+    head_seed: SeedSide,
     options: ReviewOptions,
 ) -> tuple[list[PairedRow], list[str]]:
-    """Paired differences of every model in both per-user frames, and notes on users and models.
+    """Paired differences of every model in both per-user frames, their tests, and notes on users and models.
 
     Each model is compared over the users that have all of ``options.series`` in both frames,
     sorted by ``user_id`` (so the same users and seed give the same resamples).
@@ -668,7 +742,10 @@ def paired_rows(
         if models
     ]
     columns = [metric_key(metric, k) for metric, k in options.series]
-    rows: list[PairedRow] = []
+    keys: list[tuple[str, str, int]] = []
+    differences: list[PairedDifference | None] = []
+    user_vars: list[float | None] = []
+    terms: list[list[SeedTerm] | None] = []
     user_counts: dict[tuple[int, int, int], list[str]] = {}
     for model in sorted(base_models & head_models):
         base_wide = _wide_per_user(base_frame, model, options)
@@ -676,24 +753,32 @@ def paired_rows(
         joined = base_wide.join(head_wide, on="user_id", how="inner", suffix="_head").sort("user_id")
         counts = (joined.height, base_wide.height - joined.height, head_wide.height - joined.height)
         user_counts.setdefault(counts, []).append(model)
-        differences: list[PairedDifference | None] = [None] * len(columns)
+        model_differences: list[PairedDifference | None] = [None] * len(columns)
+        model_user_vars: list[float | None] = [None] * len(columns)
         if joined.height:
             base_values = joined.select(columns).to_numpy().astype(np.float64)
             head_values = joined.select(f"{column}_head" for column in columns).to_numpy().astype(np.float64)
             try:
-                differences = list(
+                model_differences = list(
                     paired_revision_differences(
                         base_values, head_values, options.samples, options.seed, options.confidence
                     )
                 )
             except ValueError as error:  # e.g. samples x users too large for the count matrix
                 raise ReviewError(f"bootstrap of {model}: {error}; lower --samples") from error
-        for (metric, k), key, difference in zip(options.series, columns, differences, strict=True):
-            spread = seed_noise_threshold(
-                base_seed.std(model, key) if base_seed else None, head_seed.std(model, key) if head_seed else None
-            )
-            verdict = change_verdict(difference, spread) if difference is not None else None
-            rows.append(PairedRow(model, metric, k, difference, spread, verdict))
+            model_user_vars = [float(v) for v in user_variance(head_values - base_values)]
+        for (metric, k), key, difference, user_var in zip(
+            options.series, columns, model_differences, model_user_vars, strict=True
+        ):
+            keys.append((model, metric, k))
+            differences.append(difference)
+            user_vars.append(user_var)
+            terms.append(row_seed_terms(base_seed, head_seed, model, key))
+    decided = decide(differences, user_vars, terms, options.alpha)
+    rows = [
+        PairedRow(model, metric, k, difference, test, verdict)
+        for (model, metric, k), difference, (test, verdict) in zip(keys, differences, decided, strict=True)
+    ]
     for (common, base_only, head_only), models in sorted(user_counts.items(), reverse=True):
         scope = "every model" if len(user_counts) == 1 else ", ".join(models)
         notes.insert(
@@ -704,26 +789,33 @@ def paired_rows(
     return rows, notes
 
 
-def _seed_spread_notes(base_seed: SeedSpread | None, head_seed: SeedSpread | None, block: str) -> list[str]:
-    present = [(side, spread) for side, spread in (("BASE", base_seed), ("HEAD", head_seed)) if spread is not None]
+def _seed_spread_notes(base: SeedSide, head: SeedSide, block: str) -> list[str]:
+    present = [(side, seeds) for side, seeds in (("BASE", base), ("HEAD", head)) if seeds.spread is not None]
     if not present:
         return [
             f"No `{SEED_SPREAD_PATH}` in either revision: seed noise cannot be told apart from a real change, "
             "so nothing is flagged real."
         ]
-    described = [
-        f"{side} (block {spread.block or '?'}, seeds {', '.join(str(seed) for seed in spread.seeds) or '?'})"
-        for side, spread in present
-    ]
+    described = []
+    for side, seeds in present:
+        spread = seeds.spread
+        assert spread is not None
+        listed = ", ".join(str(seed) for seed in spread.seeds) or "?"
+        if seeds.headline_in_spread:
+            own = f"its headline run (seed {seeds.headline_seed}) among them"
+        else:
+            seed = f"seed {seeds.headline_seed}" if seeds.headline_seed is not None else "its own seeds"
+            own = f"plus its headline run ({seed})"
+        described.append(f"{side} (block {spread.block or '?'}, seeds {listed}, {own})")
     notes = [f"Seed spread: `{SEED_SPREAD_PATH}` of {' and '.join(described)}."]
     notes += [
-        f"{side}'s seed spread was measured on the {spread.block} block and is used here for {block}."
-        for side, spread in present
-        if spread.block is not None and spread.block != block
+        f"{side}'s seed spread was measured on the {seeds.spread.block} block and is used here for {block}."
+        for side, seeds in present
+        if seeds.spread is not None and seeds.spread.block is not None and seeds.spread.block != block
     ]
     if len(present) == 1:
         missing_side = "HEAD" if present[0][0] == "BASE" else "BASE"
-        notes.append(f"{missing_side} has no `{SEED_SPREAD_PATH}`; {present[0][0]}'s is used alone.")
+        notes.append(f"{missing_side} has no `{SEED_SPREAD_PATH}`; {present[0][0]}'s is used for both.")
     return notes
 
 
@@ -734,6 +826,22 @@ def _comparability_warnings(base_metrics: Mapping[str, Any], head_metrics: Mappi
         for key in COMPARABILITY_KEYS
         if base_metrics.get(key) != head_metrics.get(key)
     ]
+
+
+def seed_side(root: Path, revision: Revision, metrics: Mapping[str, Any], block: str) -> SeedSide:
+    """``revision``'s seed spread for ``block``, its headline values and its headline seed.
+
+    The headline values are taken from the block the spread was measured on (a spread of another
+    block is used with a note, never mixed with this block's headline run).
+    """
+    spread = parse_seed_spread(
+        read_git_json(root, revision, SEED_SPREAD_PATH, required=False),
+        f"{SEED_SPREAD_PATH} at {revision.title()}",
+        block,
+    )
+    measured_on = spread.block if spread is not None and spread.block is not None else block
+    headline = _block_models(metrics, measured_on, f"{METRICS_PATH} at {revision.title()}") or {}
+    return SeedSide(spread=spread, headline=headline, headline_seed=headline_seed(root, revision))
 
 
 def build_review(root: Path, base_name: str, head_name: str | None, options: ReviewOptions) -> Review:
@@ -781,12 +889,8 @@ def build_review(root: Path, base_name: str, head_name: str | None, options: Rev
             _check_series_present(frame, options, where)
             frames.append(frame)
         base_seed, head_seed = (
-            parse_seed_spread(
-                read_git_json(root, revision, SEED_SPREAD_PATH, required=False),
-                f"{SEED_SPREAD_PATH} at {revision.title()}",
-                options.block,
-            )
-            for revision in (base, head)
+            seed_side(root, revision, metrics, options.block)
+            for revision, metrics in ((base, base_metrics), (head, head_metrics))
         )
         rows, notes = paired_rows(frames[0], frames[1], base_seed, head_seed, options)
         params_markdown = finish_params_diff(params_process)
@@ -883,10 +987,30 @@ def _verdict_text(row: PairedRow) -> str:
     return row.verdict.value
 
 
+def format_p(value: float) -> str:
+    """A p-value with 2 significant digits (``<0.0001`` below that).
+
+    Examples
+    --------
+    >>> format_p(0.0312), format_p(1.0), format_p(3e-9)
+    ('0.031', '1', '<0.0001')
+    """
+    return "<0.0001" if value < 1e-4 else f"{value:.2g}"
+
+
+def _test_cells(test: RowTest | None) -> list[str]:
+    if test is None:
+        return [MISSING] * 4
+    df = "∞" if not np.isfinite(test.df) else f"{test.df:.1f}"
+    t = "∞" if not np.isfinite(test.t) else f"{test.t:+.2f}"
+    return [format_value(test.seed_sd), format_value(test.se), f"{t} ({df})", format_p(test.p_holm)]
+
+
 def _paired_markdown(review: Review) -> str:
     options = review.options
-    headers = ["Model", "Metric", "Users", "BASE", "HEAD", "Δ HEAD−BASE", f"{options.confidence:.0%} interval",
-               "Seed spread", "Verdict"]  # fmt: skip
+    headers = ["Model", "Metric", "Users", "BASE", "HEAD", "Δ HEAD−BASE",
+               f"Users' {options.confidence:.0%} interval", "Seed sd", "SE", "t (df)", "p (Holm)",
+               "Verdict"]  # fmt: skip
     rows = []
     for row in review.paired:
         diff = row.difference
@@ -899,17 +1023,21 @@ def _paired_markdown(review: Review) -> str:
                 format_value(diff.head_mean if diff else None),
                 format_delta(diff.mean if diff else None),
                 f"[{format_delta(diff.low)}, {format_delta(diff.high)}]" if diff else MISSING,
-                format_value(row.seed_spread),
+                *_test_cells(row.test),
                 _verdict_text(row),
             ]
         )
     method = (
         f"Mean over users evaluated in both revisions of HEAD − BASE; {options.confidence:.0%} percentile bootstrap "
-        f"over users ({options.samples:,} resamples, seed {options.seed})."
+        f"over users ({options.samples:,} resamples, seed {options.seed}). Test: t = Δ / SE with "
+        "SE² = users' bootstrap variance + the seeds' variance of a difference of two runs; Holm's correction "
+        f"over the {sum(row.test is not None for row in review.paired)} tested rows at family-wise "
+        f"α = {options.alpha:g}."
     )
     parts = [f"### Paired differences ({options.block}, same users)", "", method, ""]
     parts += [f"- {note}" for note in review.paired_notes]
-    parts += ["", markdown_table(headers, "llrrrrlrl", rows) if rows else "No model is present in both revisions."]
+    table = markdown_table(headers, "llrrrrlrrrrl", rows) if rows else "No model is present in both revisions."
+    parts += ["", table]
     return "\n".join(parts)
 
 
@@ -922,10 +1050,10 @@ def legend(options: ReviewOptions) -> str:
     True
     """
     return (
-        f"Legend: **real** = the {options.confidence:.0%} interval excludes 0 *and* |Δ| exceeds the seed spread "
-        f"({SEED_SPREAD_FACTOR:.2f} × the larger of BASE's and HEAD's std over seeds, i.e. 2√2·std: ~95% of the gaps "
-        "between two runs differing only in their seeds are smaller); otherwise *within noise*; *unknown* = the "
-        "interval excludes 0 but no seed spread is recorded."
+        f"Legend: **real** = Holm-adjusted p ≤ {options.alpha:g}, where p is the two-sided p-value of t = Δ / SE "
+        "against a Student t whose degrees of freedom come from the seeds (Welch–Satterthwaite); *seed sd* = the std "
+        "of one run over seeds (the headline runs counted among the seeds); otherwise *within noise*; *unknown* = "
+        "no seed spread is recorded for the row and its users' interval excludes 0 (never called real)."
     )
 
 
@@ -987,16 +1115,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line (see the module docstring)."""
     parser = _ArgumentParser(prog="python -m reco.review", description=__doc__.split("\n", 1)[0])
     parser.add_argument("base", metavar="BASE", help="git revision or DVC experiment to compare against")
     parser.add_argument("head", metavar="HEAD", nargs="?", default=None, help="revision to review (default: workspace)")
-    parser.add_argument("--block", choices=BLOCKS, default="test", help="block of the paired differences")
+    parser.add_argument(
+        "--block", choices=BLOCKS, default=BLOCKS[0], help="block of the paired differences (default validation)"
+    )
     parser.add_argument("--metrics", type=_names, default=("ndcg", "map"), help="comma-separated, default ndcg,map")
     parser.add_argument("--k", type=_positive_ints, default=(10,), help="cut-off(s) K, comma-separated, default 10")
     parser.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap resampling")
+    parser.add_argument("--alpha", type=_probability, default=FAMILY_ALPHA, help="family-wise error rate (Holm)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown to this file")
     parser.add_argument("--repo", type=Path, default=Path("."), help="the DVC project (default: current folder)")
     return parser.parse_args(None if argv is None else list(argv))
@@ -1014,7 +1155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args = parse_args(argv)
-        options = ReviewOptions(block=args.block, metrics=args.metrics, ks=args.k, samples=args.samples, seed=args.seed)
+        options = ReviewOptions(
+            block=args.block, metrics=args.metrics, ks=args.k, samples=args.samples, seed=args.seed, alpha=args.alpha
+        )
         text = render_markdown(build_review(args.repo, args.base, args.head, options))
         if args.out is not None:
             try:

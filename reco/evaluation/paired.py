@@ -1,9 +1,8 @@
-"""Paired comparison of two revisions of the pipeline on the same users, and the "real change" rule.
+"""Paired comparison of two revisions of the pipeline on the same users.
 
 :func:`paired_revision_differences` measures a metric's change per user, ``HEAD - BASE``, with a bootstrap
-interval over users, and :func:`change_verdict` calls it ``real`` only when the interval excludes 0 and the
-change exceeds the seed spread (:func:`seed_noise_threshold`). See docs/selection-and-review.md and
-docs/design/evaluation.md.
+interval over users; whether a change is real is decided by :mod:`reco.evaluation.decision`. See
+docs/selection-and-review.md and docs/design/evaluation.md.
 
 Examples
 --------
@@ -12,33 +11,18 @@ Examples
 >>> same = paired_revision_differences(base, base.copy(), samples=100, seed=0)[0]
 >>> (same.mean, same.low, same.high)
 (0.0, 0.0, 0.0)
->>> change_verdict(same, seed_noise_threshold(0.01, 0.01)).value
-'within noise'
 """
 
 from __future__ import annotations
 
-import enum
 import functools
-import math
 from dataclasses import dataclass
-from typing import Final
 
 import numpy as np
 
 from reco.evaluation.uncertainty import CONFIDENCE, bootstrap_means, bootstrap_weights, percentile_interval
 
-__all__ = [
-    "SEED_SPREAD_FACTOR",
-    "PairedDifference",
-    "Verdict",
-    "change_verdict",
-    "paired_revision_differences",
-    "seed_noise_threshold",
-]
-
-# 2 * sqrt(2): ~95% bound on the gap between two runs that differ only in their seeds (see docs/design/evaluation.md).
-SEED_SPREAD_FACTOR: Final = 2.0 * math.sqrt(2.0)
+__all__ = ["PairedDifference", "paired_revision_differences"]
 
 
 @dataclass(frozen=True)
@@ -76,14 +60,6 @@ class PairedDifference:
         False
         """
         return self.low > 0.0 or self.high < 0.0
-
-
-class Verdict(enum.Enum):
-    """Outcome of :func:`change_verdict`; ``value`` is the text printed in the review."""
-
-    REAL = "real"
-    WITHIN_NOISE = "within noise"
-    UNKNOWN = "unknown"
 
 
 def paired_revision_differences(
@@ -155,55 +131,3 @@ def _shared_weights(n_users: int, samples: int, seed: int) -> np.ndarray:
     weights = bootstrap_weights(n_users, samples, seed)
     weights.flags.writeable = False  # shared between calls: nobody may modify it
     return weights
-
-
-def seed_noise_threshold(
-    base_std: float | None, head_std: float | None, factor: float = SEED_SPREAD_FACTOR
-) -> float | None:
-    """Seed spread a difference must exceed: ``factor * max(base_std, head_std)``.
-
-    A missing std (``None``: no seed spread file, or the model/metric is not in it) is ignored;
-    with both missing the threshold is unknown (``None``).
-
-    Examples
-    --------
-    >>> round(seed_noise_threshold(0.01, 0.02), 6)
-    0.056569
-    >>> seed_noise_threshold(None, 0.0)
-    0.0
-    >>> seed_noise_threshold(None, None) is None
-    True
-    """
-    known = [std for std in (base_std, head_std) if std is not None]
-    if not known:
-        return None
-    return factor * max(known)
-
-
-def change_verdict(difference: PairedDifference, seed_spread: float | None) -> Verdict:
-    """``REAL`` iff the interval excludes 0 and ``|mean|`` exceeds the seed spread.
-
-    Parameters
-    ----------
-    difference
-        The paired difference of one model and metric.
-    seed_spread
-        Threshold from :func:`seed_noise_threshold`; ``None`` when unknown.
-
-    Returns
-    -------
-    Verdict
-        ``WITHIN_NOISE`` when the interval contains 0 or ``|mean| <= seed_spread``; ``UNKNOWN``
-        when the interval excludes 0 but the seed spread is unknown; ``REAL`` otherwise.
-
-    Examples
-    --------
-    >>> d = PairedDifference(100, 0.60, 0.55, -0.05, -0.06, -0.04)
-    >>> change_verdict(d, 0.01).value, change_verdict(d, 0.08).value, change_verdict(d, None).value
-    ('real', 'within noise', 'unknown')
-    """
-    if not difference.excludes_zero:
-        return Verdict.WITHIN_NOISE
-    if seed_spread is None:
-        return Verdict.UNKNOWN
-    return Verdict.REAL if abs(difference.mean) > seed_spread else Verdict.WITHIN_NOISE
