@@ -171,7 +171,6 @@ def check_cutoffs(ks: Sequence[int], n_items: int, candidates_n: int | None, blo
             f"params.yaml: candidates.n = {candidates_n} is smaller than max(evaluate.ks) = {max(ks)}; "
             "expected candidates.n >= every K"
         )
-
     above = [k for k in ks if k > n_items]
     if not above:
         return None
@@ -179,6 +178,7 @@ def check_cutoffs(ks: Sequence[int], n_items: int, candidates_n: int | None, blo
         f"evaluate.ks {above} exceed the {block} catalogue ({n_items} videos): those lists hold the whole "
         "catalogue, padded with non-relevant slots"
     )
+
 
 def load_block_inputs(files: BlockFiles, ks: Sequence[int]) -> BlockInputs:
     """Read the block's small inputs and index the large ones; the cut-off checks run before the models are loaded.
@@ -375,23 +375,34 @@ def _oracle_cells(context: BlockContext, grid: BlockGrid) -> dict[str, np.ndarra
 
 def bounds_partition(
     users: np.ndarray, *, context: BlockContext
-) -> tuple[TwoStageBounds, pl.DataFrame | None]:
-    """The cross-user quantities of one block partition: two-stage score ranges and oracle per-video partials."""
+) -> tuple[TwoStageBounds, pl.DataFrame | None, pl.DataFrame]:
+    """The cross-user quantities of one block partition, and its candidates' ranker scores.
+
+    Returns the two-stage score ranges, the oracles' per-video partials and the re-ranked candidates
+    (user, video, score), which :func:`evaluate_partition` takes back so each candidate is predicted once.
+    """
     grid = context.rows_of(users)
     _, first, _ = _first_stage(context, grid)
     first = np.where(np.isnan(first), -np.inf, first)
-    bounds = TwoStageBounds.of(first, _reranked(context, grid)[Columns.score].to_numpy())
+    reranked = _reranked(context, grid)
+    bounds = TwoStageBounds.of(first, reranked[Columns.score].to_numpy())
     oracle = _oracle_cells(context, grid)
-    return bounds, None if oracle is None else _oracle_partial(oracle, grid)
+    return bounds, None if oracle is None else _oracle_partial(oracle, grid), reranked
 
 
 def score_partition(
-    users: np.ndarray, context: BlockContext, bounds: TwoStageBounds | None, oracle_means: OracleMeans | None
+    users: np.ndarray,
+    context: BlockContext,
+    bounds: TwoStageBounds | None,
+    oracle_means: OracleMeans | None,
+    reranked: pl.DataFrame | None = None,
 ) -> tuple[BlockGrid, dict[str, np.ndarray], np.ndarray]:
     """Every model's ``(n_users, n_items)`` scores of a partition's users and its users unknown to ALS.
 
     ``bounds`` and ``oracle_means`` are the whole block's (``None``: those of these users alone,
     right only when they are the whole block). Item-level scores are read-only broadcast views.
+    ``reranked``: these users' candidates with their ranker scores, from :func:`bounds_partition`
+    (``None``: predicted here).
     """
     grid = context.rows_of(users)
     shape = grid.relevant.shape
@@ -401,7 +412,7 @@ def score_partition(
         "random": random_scores(len(context.grid.users), len(context.grid.items), context.seed)[start : start + len(grid.users)],
         "popularity": popularity,
         "als": als,
-        "ranker": two_stage_scores(grid, _reranked(context, grid), als, bounds),
+        "ranker": two_stage_scores(grid, _reranked(context, grid) if reranked is None else reranked, als, bounds),
         "duration": np.broadcast_to(duration_scores(context.durations), shape),
         "duration_popularity": np.broadcast_to(context.by_duration.bucket_rate, shape),
         "popularity_within_duration": np.broadcast_to(context.by_duration.within_bucket, shape),
@@ -441,10 +452,18 @@ def _partition_metrics(grid: BlockGrid, scores: dict[str, np.ndarray], ks: Seque
 
 
 def evaluate_partition(
-    users: np.ndarray, *, context: BlockContext, bounds: TwoStageBounds, oracle_means: OracleMeans | None
+    users: np.ndarray,
+    *,
+    context: BlockContext,
+    bounds: TwoStageBounds,
+    oracle_means: OracleMeans | None,
+    reranked: pl.DataFrame,
 ) -> PartitionEvaluation:
-    """Score one block partition, pick its users' top-K lists, compute their metrics (a Dask task, or in-process)."""
-    grid, scores, unknown_users = score_partition(users, context, bounds, oracle_means)
+    """Score one block partition, pick its users' top-K lists, compute their metrics (a Dask task, or in-process).
+
+    ``reranked`` are the partition's candidates as :func:`bounds_partition` scored them.
+    """
+    grid, scores, unknown_users = score_partition(users, context, bounds, oracle_means, reranked)
     ks = list(context.ks)
     recommended = top_k_lists(grid, scores, max(ks))
     history = context.train.scan(grid.users, [Columns.user]).collect()
@@ -582,8 +601,10 @@ def evaluate_block(
         broadcast={"context": context},
         progress="two-stage bounds: user partition",
     )
-    bounds = tree_reduce([b for b, _ in firsts], TwoStageBounds.combine)
-    oracle_partials = [partial for _, partial in firsts if partial is not None]
+    bounds = tree_reduce([b for b, _, _ in firsts], TwoStageBounds.combine)
+    oracle_partials = [partial for _, partial, _ in firsts if partial is not None]
+    # each candidate is predicted once, in the first pass; the second gets its partition's rows back
+    reranked = pl.concat([frame for _, _, frame in firsts], how="vertical", rechunk=True)
     oracle_means = (
         _oracle_means(tree_reduce(oracle_partials, _combine_oracle_partials), len(grid.items)) if oracle_partials else None
     )
@@ -592,6 +613,7 @@ def evaluate_block(
         evaluate_partition,
         grid.users,
         n_partitions,
+        per_user={"reranked": reranked},
         broadcast={"context": context, "bounds": bounds, "oracle_means": oracle_means},
         progress="scores and metrics: user partition",
     )
@@ -618,6 +640,8 @@ def evaluate_block(
         "candidates": {k: v for k, v in inputs.candidate_stats.items() if k.startswith("recall_at_") or k == "n"},
         **metrics_payload(results),
     }
+    if cutoff_note is not None:  # only then: the metrics of a block that needs no note keep their bytes
+        metrics["data"]["notes"] = [cutoff_note]
     segments = pl.concat([part.segments for part in parts], how="vertical", rechunk=True)
     report("bootstrap intervals, beyond-accuracy, segments")
     return BlockEvaluation(
@@ -629,8 +653,6 @@ def evaluate_block(
         per_user=per_user_frame(grid, results),
         top_k=pl.concat([part.top_k for part in parts], how="vertical", rechunk=True),
         results=results,
-    if cutoff_note is not None:  # only then: the metrics of a block that needs no note keep their bytes
-        metrics["data"]["notes"] = [cutoff_note]
     )
 
 
