@@ -119,7 +119,8 @@ def matches_in_order(expected: list[str], printed: str) -> list[str]:
     for pattern_line in expected:
         if normalise(pattern_line) == "...":
             continue
-        pattern = re.compile(".*".join(re.escape(part) for part in normalise(pattern_line).split("...")))
+        parts = normalise(pattern_line).split("...")
+        pattern = re.compile(".*".join(re.escape(part.strip()) if len(parts) > 1 else re.escape(part) for part in parts))
         for index in range(position, len(lines)):
             if pattern.fullmatch(lines[index]):
                 position = index + 1
