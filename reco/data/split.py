@@ -309,8 +309,13 @@ class _Splitter:
         """Both kinds' label rules (the active one labels the sets, both are summarised)."""
         assert training.duration_counts is not None
 
+        passes = 0
+
         def views() -> Iterator[pl.DataFrame]:
-            for train, _ in self.chunks([*PAIR, Columns.video_duration, Columns.watch_ratio], "label quantiles"):
+            nonlocal passes
+            passes += 1
+            step = f"label quantiles, pass {passes}"
+            for train, _ in self.chunks([*PAIR, Columns.video_duration, Columns.watch_ratio], step):
                 yield train
 
         return fit_label_rules(training.duration_counts, views, self.label)
