@@ -158,7 +158,9 @@ def test_readme_results_block_is_rendered_from_the_committed_metrics() -> None:
     )
 
 
-def test_renderer_orders_models_and_formats_intervals() -> None:
+def _synthetic_results() -> tuple[dict, dict, dict]:
+    """A small metrics.json, uncertainty.json and seed_spread.json in the files' shapes."""
+
     def block(ranker: float, als: float) -> dict:
         data = {"source": "simulate", "profile": "tiny", "users_evaluated": 3, "items": 9}
         return {"data": data, "models": {"als": {"ndcg_at_10": als, "map_at_10": als / 2},
@@ -168,6 +170,11 @@ def test_renderer_orders_models_and_formats_intervals() -> None:
                "test": block(0.5, 0.6), "validation": block(0.4, 0.3)}  # fmt: skip
     uncertainty = {"test": {"intervals": {"als": {"ndcg_at_10": {"low": 0.55, "high": 0.65}}}}}
     spread = {"seeds": [1, 2], "blocks": {"test": {"models": {"als": {"ndcg_at_10": {"mean": 0.61, "std": 0.01}}}}}}
+    return metrics, uncertainty, spread
+
+
+def test_renderer_orders_models_and_formats_intervals() -> None:
+    metrics, uncertainty, spread = _synthetic_results()
     rendered = render_readme.render_results(metrics, uncertainty, spread)
     rows = [line for line in rendered.splitlines() if line.startswith("| `")]
     assert rows == [
@@ -179,6 +186,20 @@ def test_renderer_orders_models_and_formats_intervals() -> None:
     assert render_readme.current_block(replaced) == rendered and replaced.endswith(f"{render_readme.END}\nafter\n")
     with pytest.raises(ValueError):
         render_readme.replace_block("no markers", rendered)
+
+
+def test_render_readme_command_checks_then_rewrites(tmp_path: Path) -> None:
+    (tmp_path / "metrics").mkdir()
+    names = ("metrics.json", "uncertainty.json", "seed_spread.json")
+    for name, document in zip(names, _synthetic_results(), strict=True):
+        (tmp_path / "metrics" / name).write_text(json.dumps(document), encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n{render_readme.START}\nstale\n{render_readme.END}\n", encoding="utf-8")
+    args = ["--readme", str(readme), "--root", str(tmp_path)]
+    assert render_readme.main(["--check", *args]) == 1
+    assert render_readme.main(args) == 0
+    assert render_readme.main(["--check", *args]) == 0
+    assert render_readme.current_block(readme.read_text(encoding="utf-8")) == render_readme.render_from_files(tmp_path)
 
 
 def test_readme_tree_names_real_paths() -> None:
