@@ -5,7 +5,9 @@ popularity, duration, duration_popularity, popularity_within_duration, als, rank
 simulator, the oracles (:mod:`reco.evaluation.pipeline`). Writes ``metrics/blocks/BLOCK/``
 (``metrics.json``, ``uncertainty.json``, ``beyond_accuracy.json``, ``segments.json``) and
 ``data/evaluation/BLOCK/`` (``per_user.parquet``, the served ``top_k.parquet``); the ``report``
-stage merges the blocks into ``metrics/`` (:mod:`reco.evaluation.layout`).
+stage merges the blocks into ``metrics/`` (:mod:`reco.evaluation.layout`). The test block's
+``metrics.json`` also records the selection it follows: the sha256 of ``selection/log.json`` and
+whether ``params.yaml`` holds its choice (:mod:`reco.experiments.selection_record`).
 
 Bounded memory: the training views are read one user partition at a time; with
 ``compute.engine: dask`` the partitions (training aggregates, per-user scores and metrics) run as
@@ -20,17 +22,25 @@ USAGE = "python -m stages.evaluate BLOCK"
 
 
 def main() -> None:
+    import dataclasses
+
     from reco.compute import compute_client
     from reco.evaluation.layout import BlockFiles
     from reco.evaluation.pipeline import evaluate_block, load_block_inputs, write_block_evaluation
-    from reco.params import load_section
+    from reco.experiments.selection_record import SELECTION_LOG, selection_record
+    from reco.params import PARAMS_FILE, load_section, read_params_file
 
-    (block,) = stage_args(USAGE, ["BLOCK"])
-    files = BlockFiles.of(str(block))
+    (block_arg,) = stage_args(USAGE, ["BLOCK"])
+    block = str(block_arg)
+    files = BlockFiles.of(block)
     params, compute = load_section("evaluate"), load_section("compute")
+    # The test block records which selection it follows (the log's hash, params.yaml == its choice).
+    record = selection_record(SELECTION_LOG, read_params_file(PARAMS_FILE)) if block == "test" else None
     inputs = load_block_inputs(files, params.ks)
     with compute_client(compute) as client:
         evaluation = evaluate_block(inputs, params, client=client, compute=compute)
+    if record is not None:
+        evaluation = dataclasses.replace(evaluation, metrics={**evaluation.metrics, "selection": record})
     write_block_evaluation(evaluation, files)
 
 

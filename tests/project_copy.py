@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CODE_DIRS = ("reco", "stages")
+CODE_DIRS = ("reco", "stages", "selection")  # selection/: the committed log that evaluate@test depends on
 DVC_FILES = ("dvc.yaml", ".dvcignore")
 # The tiny simulator profile every pipeline test runs (test_pipeline.py, the shared ``tiny_pipeline``
 # fixture of conftest.py, the Dask, remote and CPU-path tests): small enough for CI, explicit so that a

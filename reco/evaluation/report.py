@@ -144,7 +144,11 @@ def merge_blocks(
         "selection": SELECTION,
         "definitions": dict(blocks["test"].metrics.get("definitions", {})),
         **{
-            name: {field: blocks[name].metrics.get(field, {}) for field in ("data", "candidates", "models")}
+            name: {
+                **{field: blocks[name].metrics.get(field, {}) for field in ("data", "candidates", "models")},
+                # the test block's record of the selection it follows (evaluate@test), when present
+                **{field: blocks[name].metrics[field] for field in ("selection",) if field in blocks[name].metrics},
+            }
             for name in EVALUATION_BLOCKS
         },
     }
