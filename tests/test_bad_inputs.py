@@ -297,7 +297,7 @@ def setup_zip_bomb(inputs: Path, base: Path) -> tuple[dict[str, Any], list[str]]
 
 @dataclass(frozen=True)
 class Case:
-    """One row of the README table.
+    """One row of the docs/bad-input.md table.
 
     ``outcome``: ``refuse`` (exit 2, ``messages`` in stderr, no outputs), ``drop`` (exit 0,
     ``dropped`` = extra rows per table and reason in data_quality.json), ``repair`` (exit 0, same

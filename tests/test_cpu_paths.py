@@ -1,4 +1,4 @@
-"""The reproducibility contract across CPU code paths (README, "Same results on every machine").
+"""The reproducibility contract across CPU code paths (docs/same-results.md).
 
 The tiny pipeline runs from scratch under numpy's default SIMD path, with the widest targets off
 (AVX-512 on x86) and with every dispatch target off (no AVX2/FMA on x86), and once more with one
@@ -20,7 +20,7 @@ from project_copy import copy_project, dvc, init_repo
 from test_pipeline import TINY_OVERRIDES
 
 DATA_OUTPUTS = ("data/raw", "data/prepared", "data/split", "metrics/data_quality.json", "metrics/split_summary.json")
-METRIC_TOLERANCE = 0.002  # the README's bound on any model's NDCG@10 and MAP@10 across machines
+METRIC_TOLERANCE = 0.002  # docs/same-results.md's bound on any model's NDCG@10 and MAP@10 across machines
 SETTINGS = {**cpu_path_settings(), "one_polars_thread": {"POLARS_MAX_THREADS": "1"}}
 
 

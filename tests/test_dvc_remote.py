@@ -1,7 +1,7 @@
-"""Sharing results through a DVC remote, as the README's "Sharing results: a DVC remote" documents.
+"""Sharing results through a DVC remote, as docs/remote.md documents.
 
 A tiny-profile repository is built once in a temporary folder, its results committed and pushed to
-a temporary local remote set up with the README's commands (``dvc remote add -d``, ``dvc remote
+a temporary local remote set up with docs/remote.md's commands (``dvc remote add -d``, ``dvc remote
 modify ... verify true``, ``dvc push``). The tests prove that:
 
 - a fresh ``git clone`` plus ``dvc pull``, and nothing else, gives a clean ``dvc status``, a
@@ -11,7 +11,7 @@ modify ... verify true``, ``dvc push``). The tests prove that:
   overwritten makes ``dvc pull`` fail, and neither the workspace nor the clone's cache keeps the
   corrupted bytes; once the remote is repaired, ``dvc pull`` in the same clone succeeds;
 - without it (DVC's default) the same corruption is pulled silently and ``dvc status`` calls the
-  clone up to date, which is why the README asks for the setting.
+  clone up to date, which is why docs/remote.md asks for the setting.
 
 Nothing here depends on the particular stages of ``dvc.yaml``: stages and outputs are read from
 ``dvc stage list`` and ``dvc.lock``.
@@ -124,7 +124,7 @@ def files_starting_with(workdir: Path, prefix: bytes) -> list[str]:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Shared:
-    """The tiny pipeline, run and committed, then pushed to a local remote set up as the README says."""
+    """The tiny pipeline, run and committed, then pushed to a local remote set up as docs/remote.md says."""
     workdir = copy_project(tmp_path_factory.mktemp("origin") / "repo", overrides=TINY_OVERRIDES, extra_dirs=("plots",))
     init_repo(workdir, "tiny pipeline")
     dvc("repro", cwd=workdir)
@@ -228,9 +228,9 @@ def test_verify_refuses_a_corrupted_object(shared: Shared, corruption: Corruptio
 def test_without_verify_a_corrupted_object_enters_silently(
     shared: Shared, corruption: Corruption, tmp_path: Path
 ) -> None:
-    """DVC's default (``verify = false``): documents why the README asks for the setting.
+    """DVC's default (``verify = false``): documents why docs/remote.md asks for the setting.
 
-    If this fails, DVC now verifies downloads by default; the README's section should say so.
+    If this fails, DVC now verifies downloads by default; docs/remote.md should say so.
     """
     workdir = clone(shared, tmp_path / "clone")
     dvc("remote", "modify", "--local", REMOTE_NAME, "verify", "false", cwd=workdir)
