@@ -166,13 +166,35 @@ class AlsParams:
 
 @dataclass(frozen=True)
 class CandidatesParams:
-    """ALS candidate generation (stage ``candidates``)."""
+    """Candidate generation (stage ``candidates``): ``n`` per user, from ALS and the other sources' quotas.
+
+    ``popularity_quota`` and ``tag_popularity_quota`` of the ``n`` come from those sources (videos
+    not already in the list); ALS fills the rest (:attr:`als_quota`). See docs/design/models.md.
+    """
 
     n: int = 200
+    popularity_quota: int = 0  # from the popularity baseline's list
+    tag_popularity_quota: int = 0  # from the user's favourite tags' popular videos
+
+    @property
+    def als_quota(self) -> int:
+        """The list's places ALS fills: ``n`` minus the other sources' quotas."""
+        return self.n - self.popularity_quota - self.tag_popularity_quota
 
     def validate(self) -> None:
         if not 1 <= self.n <= 10_000:
             _fail("candidates", "n", self.n, "an integer in [1, 10000]")
+        for key in ("popularity_quota", "tag_popularity_quota"):
+            if not 0 <= getattr(self, key) <= self.n:
+                _fail("candidates", key, getattr(self, key), f"an integer in [0, candidates.n = {self.n}]")
+        if self.als_quota < 0:
+            _fail(
+                "candidates",
+                "tag_popularity_quota",
+                self.tag_popularity_quota,
+                f"at most candidates.n - candidates.popularity_quota = {self.n - self.popularity_quota} "
+                "(the quotas share the list's n places)",
+            )
 
 
 @dataclass(frozen=True)

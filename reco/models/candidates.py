@@ -1,8 +1,9 @@
-"""Candidate generation: each user's top-N ALS items from a catalogue, with a popularity fallback.
+"""Candidate generation: each user's top-N of a block's videos, from ALS and, by quota, other sources.
 
-:func:`block_candidates` gives every user of an evaluation block ALS's top ``candidates.n`` of the block's
-videos they have not watched (a popularity list for users ALS does not know), labelled with the block's
-cells, one user partition at a time; :func:`recommend_candidates` wraps implicit's batched ``recommend``
+:func:`block_candidates` gives every user of an evaluation block ``candidates.n`` of the block's videos
+they have not watched, labelled with the block's cells, one user partition at a time: ALS's top list (a
+popularity list for users ALS does not know), merged by quota with the sources of
+:mod:`reco.models.candidate_sources`; :func:`recommend_candidates` wraps implicit's batched ``recommend``
 and makes its output deterministic. See docs/design/models.md.
 
 Examples
@@ -21,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -29,6 +31,17 @@ import scipy.sparse
 
 from reco.compute import map_user_partitions
 from reco.models.als import AlsModel, build_confidence_matrix
+from reco.models.candidate_sources import (
+    RANK_COLUMN,
+    SCORE_COLUMN,
+    SOURCE_COLUMN,
+    SOURCES,
+    SourceInputs,
+    SourceMix,
+    merge_sources,
+    source_inputs,
+    source_lists,
+)
 from reco.partitions import FrameRows, UserRowIndex
 from reco.progress import report
 from reco.schema import Columns
@@ -36,9 +49,6 @@ from reco.schema import Columns
 if TYPE_CHECKING:
     from distributed import Client
 
-SCORE_COLUMN: Final = "als_score"
-RANK_COLUMN: Final = "als_rank"
-SOURCE_COLUMN: Final = "source"
 SOURCE_DTYPE: Final = pl.Enum(["als", "popularity"])
 CANDIDATE_SCHEMA: Final = pl.Schema(
     {
@@ -290,7 +300,10 @@ def popularity_fallback(train: pl.DataFrame | pl.LazyFrame, catalogue: np.ndarra
     return np.concatenate([viewed, np.setdiff1d(catalogue, viewed)]).astype(np.int32)
 
 
+# --- a block, one user partition at a time ---------------------------------------------------------
+
 _TRAIN_COLUMNS = (Columns.user, Columns.item, Columns.watch_ratio)
+_LABEL_RATIO_COLUMNS = (Columns.label_ratio,)
 _CARRIED = (Columns.label, Columns.relevance, Columns.watch_ratio, Columns.date)
 
 
@@ -304,30 +317,49 @@ def candidate_partition(
     fallback: np.ndarray,
     n: int,
     num_threads: int,
-) -> tuple[pl.DataFrame, dict[str, int]]:
+    sources: SourceInputs | None = None,
+    quotas: Mapping[str, int] | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Candidates of one user partition of a block, with the block's labels (a Dask task, or in-process).
 
     The seen matrix holds only the partition's training views (every watched pair); ALS's
-    ``recommend`` ranks each user on their own, so a user's list does not depend on the partition.
+    ``recommend`` ranks each user on their own, and so do the other sources, so a user's list
+    does not depend on the partition. Without ``sources`` only ALS's list is made.
 
     Returns
     -------
     frame, counts
         The labelled candidate rows (by user, then rank) and ``{"users", "users_unknown_to_als",
-        "rows", "positives", "positives_found"}``.
+        "rows", "positives", "positives_found", "sources": {name: {"found", "listed"}}}``: each
+        source's positives found in its own top ``n`` and its pairs in the merged list.
     """
-    views = train.scan(users, _TRAIN_COLUMNS).collect()
+    quotas = dict(quotas) if quotas is not None else {"als": n}
+    columns = [*_TRAIN_COLUMNS, *(c for c in _LABEL_RATIO_COLUMNS if sources is not None and c in train.schema)]
+    views = train.scan(users, columns).collect()
     # Structure only (every watched pair), so that filtering removes everything the user has seen.
-    seen = build_confidence_matrix(views, model.user_ids, model.item_ids, "binary", threshold=-np.inf, alpha=0.0)
-    candidates, stats = recommend_candidates(
+    seen = build_confidence_matrix(
+        views.select(_TRAIN_COLUMNS), model.user_ids, model.item_ids, "binary", threshold=-np.inf, alpha=0.0
+    )
+    als, stats = recommend_candidates(
         model, seen, users, n, catalogue=catalogue, filter_seen=True, fallback_items=fallback, num_threads=num_threads
     )
+    lists = {"als": als}
+    if sources is not None:
+        lists |= source_lists(np.unique(np.asarray(users)).astype(np.int32), views, catalogue, sources, n)
+    candidates = merge_sources(lists, quotas)
     carried = [c for c in _CARRIED if c in block.schema]
     cells = block.scan(users, [Columns.user, Columns.item, *carried]).collect()
     labelled = candidates.join(cells, on=[Columns.user, Columns.item], how="left", maintain_order="left")
-    found, total = _recall_counts(candidates, cells.filter(pl.col(Columns.label)))
-    counts = {key: int(stats[key]) for key in ("users", "users_unknown_to_als", "rows")}
-    return labelled, {**counts, "positives": total, "positives_found": found}
+    positives = cells.filter(pl.col(Columns.label))
+    found, total = _recall_counts(candidates, positives)
+    keys = [Columns.user, Columns.item]
+    per_source = {
+        name: {"found": _recall_counts(rows, positives)[0], "listed": rows.join(candidates, on=keys, how="semi").height}
+        for name, rows in lists.items()
+    }
+    counts = {key: int(stats[key]) for key in ("users", "users_unknown_to_als")}
+    counts |= {"rows": candidates.height, "positives": total, "positives_found": found}
+    return labelled, {**counts, "sources": per_source}
 
 
 def block_candidates(
@@ -340,17 +372,20 @@ def block_candidates(
     client: Client | None = None,
     n_partitions: int = 1,
     fallback: np.ndarray | None = None,
+    mix: SourceMix | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Candidates for every user of an evaluation block, over the block's videos, with the block's labels.
 
-    Each user gets ALS's top ``n`` of the block's videos they have not watched in ``train`` (a
-    popularity list if ALS does not know them). Candidate rows carry the block cell's ``label``,
-    ``relevance``, ``watch_ratio`` and view ``date`` where the cell was observed (null otherwise),
-    so the features stage can date them and the metrics can score them.
+    Each user gets ``n`` of the block's videos they have not watched in ``train``: ALS's top
+    ``n`` (a popularity list if ALS does not know them), or, with a :class:`SourceMix`, ALS's
+    best videos merged with the other sources' quotas (:func:`merge_sources`). Candidate rows
+    carry the block cell's ``label``, ``relevance``, ``watch_ratio`` and view ``date`` where the
+    cell was observed (null otherwise), so the features stage can date them and the metrics can
+    score them.
 
     The block's users are served one user partition at a time (:func:`candidate_partition`, Dask
-    tasks with a ``client``), each reading only its users' training views; the popularity fallback
-    is counted once. The result is the same for any partitioning.
+    tasks with a ``client``), each reading only its users' training views; the popularity lists
+    are counted once. The result is the same for any partitioning.
 
     Parameters
     ----------
@@ -367,28 +402,35 @@ def block_candidates(
         Where the partitions run (``None``: in this process) and how many there are.
     fallback
         :func:`popularity_fallback` of ``train`` over the block's videos, when the caller has it.
+    mix
+        The sources and their quotas; ``None``: ALS alone, and no other source is scored.
 
     Returns
     -------
     frame, stats
-        The candidate rows and ``{"n", "recall_at_<n>", "users", "catalogue_items", ...}``.
+        The candidate rows and ``{"n", "recall_at_<n>" (of the merged list), "users",
+        "catalogue_items", ..., "sources": {name: {"quota", "recall_at_<n>" (of the source's own
+        top n), "in_merged_list" (pairs of that list in the merged list)}}}``.
     """
     train_rows = train if isinstance(train, UserRowIndex) else FrameRows(train)
     block_rows = block if isinstance(block, UserRowIndex) else FrameRows(block)
     users = block_rows.users.astype(np.int32)
     catalogue = _block_catalogue(block)
+    quotas = mix.quotas(n) if mix is not None else {"als": n}
     if fallback is None:
         report("popularity fallback")
         fallback = popularity_fallback(_lazy(train), catalogue)
+    sources = source_inputs(_lazy(train), catalogue, mix) if mix is not None else None
     parts = map_user_partitions(
         client,
         candidate_partition,
         users,
         n_partitions,
-        broadcast={"train": train_rows, "block": block_rows, "model": model, "fallback": fallback},
+        broadcast={"train": train_rows, "block": block_rows, "model": model, "fallback": fallback, "sources": sources},
         catalogue=catalogue,
         n=n,
         num_threads=num_threads,
+        quotas=quotas,
         progress="user partition",
     )
     frames = [frame for frame, _ in parts] or [pl.DataFrame(schema=CANDIDATE_SCHEMA)]
@@ -398,6 +440,15 @@ def block_candidates(
     if positives == 0:
         raise ValueError("no positive pairs: candidate recall is undefined")
     recall = sum(part["positives_found"] for _, part in parts) / positives
+    per_source = {
+        name: {
+            "quota": int(quotas.get(name, 0)),
+            f"recall_at_{n}": round(sum(part["sources"][name]["found"] for _, part in parts) / positives, 6),
+            "in_merged_list": int(sum(part["sources"][name]["listed"] for _, part in parts)),
+        }
+        for name in SOURCES
+        if all(name in part["sources"] for _, part in parts)
+    }
     summary = {
         "n": int(n),
         f"recall_at_{n}": round(recall, 6),
@@ -407,6 +458,7 @@ def block_candidates(
         "users": counts["users"],
         "users_unknown_to_als": counts["users_unknown_to_als"],
         "rows": counts["rows"],
+        "sources": per_source,
     }
     return labelled, summary
 

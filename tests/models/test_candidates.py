@@ -1,4 +1,7 @@
-"""Tests of reco.models.candidates: ALS top-N candidates, popularity fallback, candidate recall, block partitions."""
+"""Tests of reco.models.candidates: ALS top-N candidates, popularity fallback, candidate recall, block partitions.
+
+The block tests also merge the other sources (reco.models.candidate_sources) by quotas, locally and on Dask.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import polars as pl
 import pytest
 import scipy.sparse
 
+from reco.compute import compute_client
 from reco.io import write_parquet
 from reco.models.als import AlsModel, IdMap
+from reco.models.candidate_sources import SourceMix, source_inputs, source_lists
 from reco.models.candidates import (
     CANDIDATE_SCHEMA,
     RANK_COLUMN,
@@ -19,6 +24,7 @@ from reco.models.candidates import (
     popularity_fallback,
     recommend_candidates,
 )
+from reco.params import parse_section
 from reco.partitions import UserRowIndex
 from reco.schema import Columns
 
@@ -219,3 +225,81 @@ def test_popularity_fallback_reads_a_lazy_scan_like_a_frame(model: AlsModel, tmp
     lazy = popularity_fallback(pl.scan_parquet(tmp_path / "train.parquet"), catalogue)
     np.testing.assert_array_equal(lazy, popularity_fallback(train, catalogue))
     assert sorted(lazy.tolist()) == catalogue.tolist()
+
+
+# --- a block's candidates from several sources -----------------------------------------------------
+
+
+def tagged_items() -> pl.DataFrame:
+    """Every video's tags (0 to 2 of 5), and an untagged video outside the model."""
+    rng = np.random.default_rng(9)
+    tags = [sorted(set(rng.integers(0, 5, rng.integers(0, 3)).tolist())) for _ in ITEM_IDS]
+    return pl.DataFrame(
+        {Columns.item: np.r_[ITEM_IDS, [1]].astype(np.int32), Columns.tags: [*tags, []]},
+        schema={Columns.item: pl.Int32, Columns.tags: pl.List(pl.Int8)},
+    )
+
+
+def source_mix(popularity: int, tag_popularity: int) -> SourceMix:
+    return SourceMix(popularity=popularity, tag_popularity=tag_popularity, threshold=1.0, smoothing=3.0, items=tagged_items())
+
+
+def test_with_quotas_zero_the_candidates_are_als_alone_to_the_byte(model: AlsModel, tmp_path: Path) -> None:
+    train, cells = block_world(model)
+    als_alone, als_summary = block_candidates(model, train, cells, 6)
+    mixed, summary = block_candidates(model, train, cells, 6, mix=source_mix(0, 0), n_partitions=3)
+    write_parquet(als_alone, tmp_path / "als.parquet")
+    write_parquet(mixed, tmp_path / "mixed.parquet")
+    assert (tmp_path / "als.parquet").read_bytes() == (tmp_path / "mixed.parquet").read_bytes()
+    assert mixed.schema == als_alone.schema
+    # every source is scored for the report even when it places nothing
+    assert {k: v for k, v in summary.items() if k != "sources"} == {k: v for k, v in als_summary.items() if k != "sources"}
+    assert list(summary["sources"]) == ["als", "popularity", "tag_popularity"]
+    assert summary["sources"]["als"] == {"quota": 6, "recall_at_6": summary["recall_at_6"], "in_merged_list": mixed.height}
+    assert [s["quota"] for s in summary["sources"].values()] == [6, 0, 0]
+
+
+def test_recall_of_each_source_and_of_the_merged_list(model: AlsModel) -> None:
+    train, cells = block_world(model)
+    merged, summary = block_candidates(model, train, cells, 6, mix=source_mix(2, 1))
+    positives = cells.filter(pl.col(Columns.label))
+    assert summary["recall_at_6"] == round(candidate_recall(merged, positives), 6)
+    # each source's own top 6, built here without the block machinery
+    catalogue = np.unique(cells[Columns.item].to_numpy())
+    users = np.unique(cells[Columns.user].to_numpy()).astype(np.int32)
+    # ALS's seen matrix: the training views of the users ALS knows (3 and 5 are not in the model)
+    known = train.filter(pl.col(Columns.user).is_in(USER_IDS.tolist()))
+    matrix = scipy.sparse.csr_matrix(
+        (np.ones(known.height, dtype=np.float32),
+         (model.user_ids.index_of(known[Columns.user].to_numpy()), model.item_ids.index_of(known[Columns.item].to_numpy()))),
+        shape=(N_USERS, N_ITEMS),
+    )  # fmt: skip
+    own = {"als": recommend_candidates(model, matrix, users, 6, catalogue=catalogue, fallback_items=popularity_fallback(train, catalogue))[0]}
+    mix = source_mix(2, 1)
+    own |= source_lists(users, train.filter(pl.col(Columns.user).is_in(users.tolist())), catalogue, source_inputs(train, catalogue, mix), 6)
+    for name, rows in own.items():
+        reported = summary["sources"][name]
+        assert reported["recall_at_6"] == round(candidate_recall(rows, positives), 6), name
+        assert reported["in_merged_list"] == rows.join(merged, on=[Columns.user, Columns.item], how="semi").height
+        assert reported["quota"] == {"als": 3, "popularity": 2, "tag_popularity": 1}[name]
+    # 6 distinct videos per user (there are enough unwatched ones), placed by quota
+    per_user = merged.group_by(Columns.user).agg(pl.len(), pl.col(Columns.item).n_unique().alias("distinct"))
+    assert per_user["len"].to_list() == [6] * 12 and per_user["distinct"].to_list() == [6] * 12
+    placed = merged.filter(pl.col(Columns.user).is_in(USER_IDS.tolist())).group_by("source").len()
+    assert dict(placed.iter_rows()) == {"als": 3 * 10, "popularity": 2 * 10, "tag_popularity": 1 * 10}
+
+
+def test_mixed_candidates_are_the_same_for_any_partitioning_and_on_dask(model: AlsModel, tmp_path: Path) -> None:
+    train, cells = block_world(model)
+    expected, summary = block_candidates(model, train, cells, 6, mix=source_mix(2, 2))
+    assert set(expected["source"].unique().to_list()) == {"als", "popularity", "tag_popularity"}
+    write_parquet(train, tmp_path / "train.parquet")
+    write_parquet(cells, tmp_path / "block.parquet")
+    files = UserRowIndex(tmp_path / "train.parquet"), UserRowIndex(tmp_path / "block.parquet")
+    for n_partitions in (3, 7):
+        frame, stats = block_candidates(model, *files, 6, n_partitions=n_partitions, mix=source_mix(2, 2))
+        assert frame.equals(expected) and stats == summary
+    compute = parse_section("compute", {"engine": "dask", "workers": 2, "threads_per_worker": 1})
+    with compute_client(compute) as client:
+        frame, stats = block_candidates(model, *files, 6, n_partitions=4, client=client, mix=source_mix(2, 2), num_threads=1)
+    assert frame.equals(expected) and stats == summary
