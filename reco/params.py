@@ -52,6 +52,7 @@ class DataParams:
     profile: Literal["tiny", "small", "full"] = "full"
     seed: int = 20200705
     scale: float = 1.0  # multiplies the simulator's number of logged views (scaling benchmarks)
+    story: Literal["latent_drift", "sessions"] = "latent_drift"  # the simulator's generative story
     kuairec_url: str = "https://zenodo.org/records/18164998/files/KuaiRec.zip"
     kuairec_md5: str = "261550d472c48eff4990fb13c0e5bcf7"
     kuairec_size: int = 431_964_858

@@ -23,9 +23,16 @@ def main() -> None:
         if data.source == "simulate":
             from reco.data.simulator import simulate
 
-            stats = simulate(tmp, profile=data.profile, seed=data.seed, scale=data.scale)
+            stats = simulate(tmp, profile=data.profile, seed=data.seed, scale=data.scale, story=data.story)
             stats.pop("seconds", None)  # wall time is not data: it would make the output non-reproducible
-            manifest = {"source": "simulate", "profile": data.profile, "seed": data.seed, "scale": data.scale, "stats": stats}
+            manifest = {
+                "source": "simulate",
+                "profile": data.profile,
+                "story": data.story,
+                "seed": data.seed,
+                "scale": data.scale,
+                "stats": stats,
+            }
         else:
             from reco.data.download import ingest_kuairec
 

@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,7 +56,6 @@ from reco.data.simulator_model import (  # noqa: F401  (LOOP_CAP, _sample_play_m
     WINDOW_DAYS,
     SimulatorProfile,
     Story,
-    _day_rhythm_ms,
     _make_world,
     _profile,
     _sample_play_ms,
@@ -273,7 +272,7 @@ def _big_chunk(
     src = np.concatenate([np.arange(n_first), re_src])
     all_day_index = np.concatenate([day_index, re_day_index])
     day = WINDOW_DAYS[all_day_index]
-    ts_ms = (DAY0_EPOCH_S * 1000 + day * DAY_MS + _day_rhythm_ms(src.size, rng)).astype(np.int64)
+    ts_ms = story.times(user[src], day, rng)
     # A re-watch on the day of its first view comes after it.
     first_ts = ts_ms[:n_first][re_src]
     re_ts = ts_ms[n_first:]
@@ -334,7 +333,7 @@ def _simulate_small(
     inter = world.interaction(su, si).ravel()
     # Every cell gets a view time (also the cells that end up missing: the truth needs a day).
     day = rng.integers(0, N_DAYS, n_cells)
-    ts_ms = (DAY0_EPOCH_S * 1000 + day * DAY_MS + _day_rhythm_ms(n_cells, rng)).astype(np.int64)
+    ts_ms = story.times(user, day, rng)
     eta, skip_shift = story.location(world, user, item, day, ts_ms, inter)
     truth = pl.DataFrame(
         {
@@ -442,9 +441,12 @@ def _simulate_files(
     out_dir: Path, prof: SimulatorProfile, profile: str, seed: int, scale: float, story: Story
 ) -> dict[str, Any]:
     # Independent streams: the world does not depend on `scale`, the logs do.
-    world_ss, feed_ss, small_ss, daily_ss, side_ss = np.random.SeedSequence(seed).spawn(5)
+    world_ss, feed_ss, small_ss, daily_ss, side_ss, story_ss = np.random.SeedSequence(seed).spawn(6)
     report_progress("world (users, videos, daily appeal)")
     world = _make_world(prof, np.random.default_rng(world_ss))
+    story = story.bind(world, np.random.default_rng(story_ss))
+    if story.author is not None:  # the story's authors are the ones item_daily_features lists
+        world = replace(world, author=story.author)
     plan = _plan_big(world, prof, scale)
     feed_rng = np.random.default_rng(feed_ss)
     traffic = pm.exp(pm.normal(feed_rng, WINDOW_DAYS.size) * 0.15)
@@ -456,7 +458,7 @@ def _simulate_files(
     # numpy and polars formats CSV without the GIL, so the two overlap. Chunks are written in
     # order, so the bytes do not depend on the overlap.
     big_stats = _RatioSample(stride=int(np.ceil(scale)) if scale > 1 else 1)
-    daily_counts = DailyCounts(world)  # item_daily_features, counted from every simulated view
+    daily_counts = DailyCounts(world)  # item_daily_features: the feed's logged views plus a platform audience
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="simulator-writer") as writer:
         written: list[Future[None]] = []
         with _csv_appender(out_dir / RawFiles.big_matrix) as handle:
@@ -483,7 +485,8 @@ def _simulate_files(
         written.append(writer.submit(write_parquet, truth, out_dir / RawFiles.ground_truth))
         small_stats = _RatioSample(stride=1)
         small_stats.add(small)
-        daily_counts.add(small)
+        # The block's views are not counted: on the platform its users are a negligible share, and
+        # here they would put the evaluation block's own outcomes into its videos' daily counters.
         del small
 
         report_progress("item_daily_features")

@@ -1,10 +1,11 @@
-"""``item_daily_features.csv`` counted from simulated views: the logged ones plus a platform audience.
+"""``item_daily_features.csv`` counted from simulated views: the feed's logged views plus a platform audience.
 
-A video's counters on a day aggregate views: the logged users' views (``big_matrix``, ``small_matrix``)
-plus a platform audience drawn by the same per-view process (a user by activity, a time, a session
-place, the story's location, the shared watch-time law) with an exposure set by the feed's popularity;
-likes, comments, ... are per-view events whose rates depend only on each view's outcome. No counter
-reads the latent appeal or its drift. See docs/simulator.md.
+A video's counters on a day aggregate the ``big_matrix`` views of that day (not the evaluation block
+``small_matrix``: a platform's counters hardly contain its few users) and an audience drawn by the same
+per-view process (a user by activity, a time, a session place, the story's location, the shared
+watch-time law), exposed by the feed's popularity and the video's age; likes, comments, ... are
+per-view events whose rates depend only on each view's outcome. No counter reads the latent appeal or
+its drift. See docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = ["DailyCounts"]
 PLATFORM_PLAYS: Final = 20.0  # median plays per video and day by the platform audience (KuaiRec's sample: 37)
 PLATFORM_POP: Final = 1.2  # the platform feed's exposure grows like exp(PLATFORM_POP * popularity): a long tail
 PLATFORM_CHUNK: Final = 400_000  # platform views drawn at once (bounds memory)
+ADD_SLICE: Final = 1_000_000  # logged views counted at once (bounds memory)
 MEAN_SESSION_POSITION: Final = 8.0  # a platform view's place in its session: geometric with this mean
 UNPLAYED_SHOWS: Final = 1.5  # impressions that never start playing, per play
 VALID_MS: Final = 7_000  # a valid play lasts min(length, 7 s); a long one min(length, 18 s);
@@ -69,8 +71,8 @@ def _outcomes(play_ms: np.ndarray, duration_ms: np.ndarray) -> dict[str, np.ndar
 class DailyCounts:
     """Per (video, day) counts of the logged views, added chunk by chunk (exact integer sums).
 
-    Chunks must hold disjoint (user, video) pairs (user chunks of ``big_matrix``, then ``small_matrix``,
-    which shares no pair with it), so distinct-user counts add up across chunks.
+    Chunks must hold disjoint users (the user chunks of ``big_matrix``), so distinct-user counts add up
+    across chunks.
     """
 
     def __init__(self, world: _World) -> None:
@@ -82,8 +84,22 @@ class DailyCounts:
         self.seen_ms = np.zeros(self.cells, dtype=np.int64)  # sum of min(play, length)
 
     def add(self, views: dict[str, np.ndarray]) -> None:
-        """Count one chunk of views (``user``, ``item``, ``play_ms``, ``ts_ms``, ``duration_ms``; re-logged
-        ``duplicate`` rows, where marked, are not views and are skipped)."""
+        """Count one chunk of views (``user``, ``item``, ``play_ms``, ``ts_ms``, ``duration_ms``, sorted by
+        user; re-logged ``duplicate`` rows, where marked, are not views and are skipped), a few users at a
+        time (bounded memory)."""
+        user = views["user"]
+        if np.any(user[1:] < user[:-1]):
+            raise ValueError("DailyCounts.add needs views sorted by user")
+        lo = 0
+        while lo < user.size:
+            hi = min(user.size, lo + ADD_SLICE)
+            if hi < user.size:  # end on a user boundary (at least one whole user)
+                next_user = int(np.searchsorted(user, user[hi], side="left"))
+                hi = max(next_user, int(np.searchsorted(user, user[lo], side="right")))
+            self._add_users({k: v[lo:hi] for k, v in views.items() if isinstance(v, np.ndarray) and v.ndim})
+            lo = hi
+
+    def _add_users(self, views: dict[str, np.ndarray]) -> None:
         keep = ~views["duplicate"] if "duplicate" in views else np.ones(views["user"].size, dtype=bool)
         user = views["user"][keep].astype(np.int64)
         item = views["item"][keep].astype(np.int64)

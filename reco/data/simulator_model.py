@@ -18,6 +18,7 @@ from reco import portable_math as pm
 from reco.errors import ParamsError
 from reco.schema import N_CATEGORY_TAGS
 
+
 @dataclass(frozen=True)
 class SimulatorProfile:
     """Shape of one simulated data set.
@@ -144,7 +145,6 @@ DURATION_MIXTURE: Final = (
 MAX_DURATION_MS: Final = 315_072  # KuaiRec's longest video
 
 _LOG_T0: Final = float(pm.log(np.array([WATCH_T0_S]))[0])
-
 
 
 # ==============================================================================================
@@ -454,7 +454,6 @@ def _sample_play_ms(
     return np.floor(play * 1000.0).astype(np.int64)
 
 
-
 def _day_rhythm_ms(n: int, rng: np.random.Generator) -> np.ndarray:
     """Milliseconds since local midnight, following the daily rhythm."""
     cum = np.cumsum(HOUR_WEIGHTS) / HOUR_WEIGHTS.sum()
@@ -468,8 +467,6 @@ def _user_time_order(user: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
     return np.argsort(user.astype(np.int64) * (1 << 33) + offset, kind="stable")
 
 
-
-
 # ==============================================================================================
 # stories: how a view's location (eta) and skip shift are formed
 # ==============================================================================================
@@ -480,10 +477,18 @@ class Story(Protocol):
     law) and ``skip_shift`` (added to the skip logit) from its user, video, day, epoch time (ms) and the
     pair's taste + tag term ``inter``; ``position`` is the view's 0-based place in its session (None:
     derived from the users' times among the given views). ``enjoyment`` weighs a user's watched videos
-    for re-watches.
+    for re-watches; ``times`` draws the epoch milliseconds of views on the given days. ``bind`` draws
+    the story's own parameters for a world (from its own stream, so the world and the other stories'
+    draws do not change); ``author`` is the video's author id when the story has authors (None:
+    ``author_id`` is a side attribute).
     """
 
     name: str
+    author: np.ndarray | None
+
+    def bind(self, world: _World, rng: np.random.Generator) -> Story: ...
+
+    def times(self, user: np.ndarray, day: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
 
     def location(
         self,
@@ -506,6 +511,15 @@ class LatentDrift:
     """The default story: log seconds = log T0 + user bias + appeal + daily drift + taste + tags + g(length)."""
 
     name: str = "latent_drift"
+    author: np.ndarray | None = None
+
+    def bind(self, world: _World, rng: np.random.Generator) -> LatentDrift:
+        """This story has no parameters of its own beyond the world's: itself, nothing drawn."""
+        return self
+
+    def times(self, user: np.ndarray, day: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Each view at its own time of day, following the daily rhythm."""
+        return (DAY0_EPOCH_S * 1000 + day * DAY_MS + _day_rhythm_ms(day.size, rng)).astype(np.int64)
 
     def location(
         self,
@@ -531,5 +545,6 @@ def pair_interaction(world: _World, user: np.ndarray, item: np.ndarray) -> np.nd
     Every product and partial sum is an integer below 2**53, so the sums are exact in any order.
     """
     taste = np.einsum("ij,ij->i", world.theta_q[user], world.phi_q[item]) * world.taste_scale
-    tag = (np.einsum("ij,ij->i", world.tag_aff_q[user], world.tag_incidence[item]) / world.n_tags[item]) * world.tag_scale
+    tag_sum = np.einsum("ij,ij->i", world.tag_aff_q[user], world.tag_incidence[item])
+    tag = (tag_sum / world.n_tags[item]) * world.tag_scale
     return taste + tag

@@ -291,14 +291,12 @@ def test_item_daily_one_row_per_video_and_day(tiny: tuple[Path, dict[str, Any]])
 
 
 def test_item_daily_counts_include_every_logged_view(tiny: tuple[Path, dict[str, Any]]) -> None:
-    # The daily counters are counted from simulated views: the logged ones (duplicates are re-logged
-    # rows, not views) plus a platform audience, so each (video, day) counts at least its logged views.
+    # The daily counters are counted from simulated views: the feed's logged ones (duplicates are
+    # re-logged rows, not views) plus a platform audience, so each (video, day) counts at least its
+    # big_matrix views (the evaluation block's are left out).
     out, _ = tiny
     big = _read(out / RawFiles.big_matrix).unique(maintain_order=True)
-    small = _read(out / RawFiles.small_matrix).drop_nulls(Columns.date)  # null times: day unknown here
-    logged = pl.concat(
-        [frame.select(Columns.item, pl.col(Columns.date).cast(pl.Int64), Columns.play_duration) for frame in (big, small)]
-    )
+    logged = big.select(Columns.item, pl.col(Columns.date).cast(pl.Int64), Columns.play_duration)
     per_cell = logged.group_by(Columns.item, Columns.date).agg(
         pl.len().alias("views"), pl.col(Columns.play_duration).sum().alias("ms")
     )
@@ -373,17 +371,18 @@ def test_write_failure_in_the_background_writer_is_raised(monkeypatch: pytest.Mo
 _DIGEST_SCRIPT = """
 import hashlib, sys
 from pathlib import Path
-from reco.data.simulator import simulate
-out = Path(sys.argv[1])
-simulate(out, profile="tiny", seed=int(sys.argv[2]))
-for path in sorted(out.iterdir()):
-    print(path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+from reco.data.simulator import STORIES, simulate
+for story in sorted(STORIES):
+    out = Path(sys.argv[1]) / story
+    simulate(out, profile="tiny", seed=int(sys.argv[2]), story=story)
+    for path in sorted(out.iterdir()):
+        print(story, path.name, hashlib.sha256(path.read_bytes()).hexdigest())
 """
 
 
 def test_same_bytes_on_every_numpy_cpu_path(tmp_path: Path, repo_root: Path) -> None:
     # numpy's SIMD kernels (AVX-512, AVX2, baseline) round exp/log differently and order ties
-    # of its default sort differently; the simulator must not depend on either.
+    # of its default sort differently; the simulator must not depend on either, under any story.
     import os
     import subprocess
     import sys
@@ -399,7 +398,7 @@ def test_same_bytes_on_every_numpy_cpu_path(tmp_path: Path, repo_root: Path) -> 
         )  # fmt: skip
         digests[name] = result.stdout
     assert len(set(digests.values())) == 1, digests
-    assert digests["default"].count("\n") == len(RawFiles.required) + 1
+    assert digests["default"].count("\n") == (len(RawFiles.required) + 1) * len(sim.STORIES)
 
 
 def test_scale_changes_only_the_logs(tmp_path: Path, tiny: tuple[Path, dict[str, Any]]) -> None:
@@ -410,8 +409,95 @@ def test_scale_changes_only_the_logs(tmp_path: Path, tiny: tuple[Path, dict[str,
         assert (first / name).read_bytes() == (tmp_path / name).read_bytes(), name
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [({"profile": "huge"}, "data.profile"), ({"scale": 0.0}, "data.scale")])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"profile": "huge"}, "data.profile"), ({"scale": 0.0}, "data.scale"), ({"story": "epic"}, "data.story")],
+)
 def test_bad_parameters_are_rejected(tmp_path: Path, kwargs: dict[str, Any], needle: str) -> None:
     with pytest.raises(ParamsError, match=needle):
         sim.simulate(tmp_path, **{"profile": "tiny", **kwargs})
     assert not any(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# The second story: sessions
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_sessions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("tiny_sessions")
+    return out, sim.simulate(out, profile="tiny", seed=SEED, story="sessions")
+
+
+def test_story_parameter_is_validated_with_its_name() -> None:
+    from reco.params import parse_section
+
+    assert parse_section("data", {"story": "sessions"}).story == "sessions"
+    assert parse_section("data", {}).story == "latent_drift"
+    with pytest.raises(ParamsError, match=r"data\.story.*'latent_drift', 'sessions'"):
+        parse_section("data", {"story": "epic"})
+
+
+def test_sessions_writes_the_same_files_and_formats(
+    tiny_sessions: tuple[Path, dict[str, Any]], tiny: tuple[Path, dict[str, Any]]
+) -> None:
+    out, stats = tiny_sessions
+    first, _ = tiny
+    assert stats["story"] == "sessions"
+    for name in (*RawFiles.required, RawFiles.ground_truth):
+        ours, default = _read_any(out / name), _read_any(first / name)
+        assert ours.schema == default.schema, name
+    # the same world (users, videos, tags), other views and another truth
+    for name in (RawFiles.user_features, RawFiles.item_categories, RawFiles.social_network):
+        assert (out / name).read_bytes() == (first / name).read_bytes(), name
+    assert (out / RawFiles.big_matrix).read_bytes() != (first / RawFiles.big_matrix).read_bytes()
+    # the story's authors are the ones item_daily_features lists: several videos each
+    daily = _read(out / RawFiles.item_daily_features)
+    authors = daily.group_by(Columns.item).agg(pl.col("author_id").n_unique())
+    assert authors["author_id"].max() == 1
+    assert daily.select("author_id", Columns.item).unique()["author_id"].value_counts()["count"].max() > 2
+
+
+def _read_any(path: Path) -> pl.DataFrame:
+    return pl.read_parquet(path) if path.suffix == ".parquet" else _read(path)
+
+
+def test_sessions_truth_is_the_probability_of_the_logged_outcome(tiny_sessions: tuple[Path, dict[str, Any]]) -> None:
+    # The oracle reads watch_eta and skip_shift: under this story they must give the probability of
+    # what the block's views actually did (calibration across deciles of that probability).
+    out, _ = tiny_sessions
+    truth = pl.read_parquet(out / RawFiles.ground_truth)
+    small = _read(out / RawFiles.small_matrix).join(truth, on=[Columns.user, Columns.item])
+    p = sim.probability_watch_ratio_above(
+        small[Columns.watch_eta].to_numpy(), small[Columns.video_duration].to_numpy() / 1000.0, 2.0,
+        small[Columns.skip_shift].to_numpy(),
+    )  # fmt: skip
+    hit = (small[Columns.watch_ratio].to_numpy() > 2.0).astype(np.float64)
+    assert hit.mean() == pytest.approx(p.mean(), abs=0.015)
+    decile = np.minimum((np.argsort(np.argsort(p, kind="stable"), kind="stable") * 10) // p.size, 9)
+    observed = np.array([hit[decile == d].mean() for d in range(10)])
+    predicted = np.array([p[decile == d].mean() for d in range(10)])
+    assert np.abs(observed - predicted).max() < 0.05
+    assert observed[-1] > observed[0] + 0.2
+
+
+def _positions(out: Path) -> tuple[pl.DataFrame, np.ndarray]:
+    from reco.data.simulator_stories import session_positions
+
+    big = _read(out / RawFiles.big_matrix).unique(maintain_order=True)
+    ts_ms = np.rint(big[Columns.timestamp].to_numpy() * 1000).astype(np.int64)
+    return big, session_positions(big[Columns.user].to_numpy(), ts_ms)
+
+
+def test_sessions_watch_time_falls_along_a_session(
+    tiny_sessions: tuple[Path, dict[str, Any]], tiny: tuple[Path, dict[str, Any]]
+) -> None:
+    big, position = _positions(tiny_sessions[0])
+    seconds = big[Columns.play_duration].to_numpy() / 1000.0
+    # the views come in sessions, where the default story scatters a user's views over the day ...
+    _, scattered = _positions(tiny[0])
+    assert (position >= 8).mean() > 5 * (scattered >= 8).mean()
+    # ... and the attention budget runs down along them
+    fresh, tired = np.median(seconds[position == 0]), np.median(seconds[position >= 8])
+    assert fresh > 1.1 * tired
