@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+SEED_RUNS_DIR = Path("data/seeds")  # a seed run's files: the pipeline's layout under data/seeds/<seed>/
+SEED_FLAG = "--seed"
 
 
 def stage_args(usage: str, names: Sequence[str]) -> list[Path]:
@@ -43,6 +45,53 @@ def stage_args(usage: str, names: Sequence[str]) -> list[Path]:
     if len(args) != len(names):
         raise UsageError(f"expected {len(names)} argument(s) {list(names)}, got {len(args)} {args}; usage: {usage}")
     return [Path(arg) for arg in args]
+
+
+def stage_args_with_seed(
+    usage: str, names: Sequence[str], argv: Sequence[str] | None = None
+) -> tuple[list[Path], int | None]:
+    """:func:`stage_args` plus an optional trailing ``--seed N`` (a seed run of the stage).
+
+    A seed run retrains with seed ``N`` instead of the one ``params.yaml`` sets and reads and writes
+    the model-dependent files under :func:`seed_run_root` (``data/seeds/N/``); the other inputs are
+    the pipeline's. See docs/selection-and-review.md (the seed spread).
+
+    Raises
+    ------
+    reco.errors.UsageError
+        A wrong number of arguments, or ``--seed`` without a non-negative integer.
+
+    Examples
+    --------
+    >>> argv = ["data/split/train.parquet", "out", "--seed", "3"]  # default: sys.argv[1:]
+    >>> stage_args_with_seed("python -m stages.train_als INTERACTIONS OUT_DIR [--seed N]", ["IN", "OUT"], argv)
+    ([PosixPath('data/split/train.parquet'), PosixPath('out')], 3)
+    """
+    from reco.errors import UsageError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    seed = None
+    if SEED_FLAG in args:
+        at = args.index(SEED_FLAG)
+        value = args[at + 1] if at + 1 < len(args) else ""
+        if not value.isdigit():
+            raise UsageError(f"{SEED_FLAG} needs a non-negative integer, got {value!r}; usage: {usage}")
+        seed = int(value)
+        args = args[:at] + args[at + 2 :]
+    if len(args) != len(names):
+        raise UsageError(f"expected {len(names)} argument(s) {list(names)}, got {len(args)} {args}; usage: {usage}")
+    return [Path(arg) for arg in args], seed
+
+
+def seed_run_root(seed: int | None) -> Path:
+    """Where a stage's model-dependent files live: the repository (``None``) or ``data/seeds/<seed>``.
+
+    Examples
+    --------
+    >>> str(seed_run_root(None)), str(seed_run_root(3))
+    ('.', 'data/seeds/3')
+    """
+    return Path() if seed is None else SEED_RUNS_DIR / str(int(seed))
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:

@@ -1,6 +1,7 @@
 """Stage candidates: top-N candidates for every user of an evaluation block, from the block's videos.
 
-Usage: ``python -m stages.candidates BLOCK`` (``validation`` or ``test``). Writes
+Usage: ``python -m stages.candidates BLOCK [--seed N]`` (``validation`` or ``test``; ``--seed``: a seed
+run's files under ``data/seeds/N/``). Writes
 ``data/candidates/BLOCK.parquet`` (ALS's pairs, with the quotas of the popularity and favourite-tag
 sources merged in, plus the block's label and view date where the cell is observed) and
 ``metrics/candidates/BLOCK.json`` (recall@N of the lists, the ranker's ceiling on that block, and of each
@@ -12,14 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reco.cli import run_stage, stage_args
+from reco.cli import run_stage, seed_run_root, stage_args_with_seed
 
-USAGE = "python -m stages.candidates BLOCK"
-ALS_DIR = Path("models/als/test")
-SPLIT_DIR = Path("data/split")
-ITEMS_FILE = Path("data/prepared/items.parquet")  # the videos' tags, for the favourite-tag source
+USAGE = "python -m stages.candidates BLOCK [--seed N]"
+ALS_DIR = Path("models/als/test")  # these three: relative to the run root (a seed run's data/seeds/N)
 OUT_DIR = Path("data/candidates")
 STATS_DIR = Path("metrics/candidates")
+SPLIT_DIR = Path("data/split")
+ITEMS_FILE = Path("data/prepared/items.parquet")  # the videos' tags, for the favourite-tag source
 LOCAL_THREADS = 2  # implicit's top-k threads in this process (the result does not depend on them)
 
 
@@ -37,8 +38,9 @@ def main() -> None:
     from reco.progress import report
     from reco.schema import EVALUATION_BLOCKS, Columns
 
-    (block_arg,) = stage_args(USAGE, ["BLOCK"])
+    (block_arg,), seed = stage_args_with_seed(USAGE, ["BLOCK"])
     block = str(block_arg)
+    run_root = seed_run_root(seed)
     if block not in EVALUATION_BLOCKS:
         raise UsageError(f"BLOCK must be one of {list(EVALUATION_BLOCKS)}, got {block!r}; usage: {USAGE}")
     params, compute = load_section("candidates"), load_section("compute")
@@ -52,7 +54,7 @@ def main() -> None:
         items=pl.read_parquet(ITEMS_FILE, columns=[Columns.item, Columns.tags]),
     )
     report("loading ALS, indexing the training views")
-    model = load_als(ALS_DIR)
+    model = load_als(run_root / ALS_DIR)
     train = UserRowIndex(SPLIT_DIR / "train.parquet")
     block_rows = UserRowIndex(SPLIT_DIR / f"{block}.parquet")
     with compute_client(compute) as client:
@@ -66,8 +68,8 @@ def main() -> None:
             n_partitions=partition_count(train.rows_of(block_rows.users), compute),
             mix=mix,
         )
-    write_parquet(candidates, OUT_DIR / f"{block}.parquet")
-    write_json(summary, STATS_DIR / f"{block}.json")
+    write_parquet(candidates, run_root / OUT_DIR / f"{block}.parquet")
+    write_json(summary, run_root / STATS_DIR / f"{block}.json")
 
 
 if __name__ == "__main__":

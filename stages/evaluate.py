@@ -1,6 +1,7 @@
 """Stage evaluate@BLOCK: every model ranks the same block users x block videos; writes the block's results.
 
-Usage: ``python -m stages.evaluate BLOCK`` (``validation`` or ``test``). Models: random,
+Usage: ``python -m stages.evaluate BLOCK [--seed N]`` (``validation`` or ``test``; ``--seed``: a seed
+run's models and outputs, under ``data/seeds/N/``). Models: random,
 popularity, duration, duration_popularity, popularity_within_duration, als, ranker and, with the
 simulator, the oracles (:mod:`reco.evaluation.pipeline`). Writes ``metrics/blocks/BLOCK/``
 (``metrics.json``, ``uncertainty.json``, ``beyond_accuracy.json``, ``segments.json``) and
@@ -16,9 +17,9 @@ Dask tasks, with the same output.
 
 from __future__ import annotations
 
-from reco.cli import run_stage, stage_args
+from reco.cli import run_stage, seed_run_root, stage_args_with_seed
 
-USAGE = "python -m stages.evaluate BLOCK"
+USAGE = "python -m stages.evaluate BLOCK [--seed N]"
 
 
 def main() -> None:
@@ -30,12 +31,12 @@ def main() -> None:
     from reco.experiments.selection_record import SELECTION_LOG, selection_record
     from reco.params import PARAMS_FILE, load_section, read_params_file
 
-    (block_arg,) = stage_args(USAGE, ["BLOCK"])
+    (block_arg,), seed = stage_args_with_seed(USAGE, ["BLOCK"])
     block = str(block_arg)
-    files = BlockFiles.of(block)
+    files = BlockFiles.of(block, run_root=seed_run_root(seed))
     params, compute = load_section("evaluate"), load_section("compute")
     # The test block records which selection it follows (the log's hash, params.yaml == its choice).
-    record = selection_record(SELECTION_LOG, read_params_file(PARAMS_FILE)) if block == "test" else None
+    record = selection_record(SELECTION_LOG, read_params_file(PARAMS_FILE)) if block == "test" and seed is None else None
     inputs = load_block_inputs(files, params.ks)
     with compute_client(compute) as client:
         evaluation = evaluate_block(inputs, params, client=client, compute=compute)

@@ -2,15 +2,19 @@
 
 Reads only the rows the ranker learns from, one user partition at a time
 (:func:`reco.models.features.ranker_training_table`), and trains on the engine ``compute`` names
-(:func:`reco.models.ranker_engine.train_ranker`). See docs/scaling.md.
+(:func:`reco.models.ranker_engine.train_ranker`). Usage: ``python -m stages.train_ranker [--seed N]``
+(``--seed``: ``ranker.seed`` is N and the files are a seed run's, under ``data/seeds/N/``). See
+docs/scaling.md.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from reco.cli import run_stage
+from reco.cli import run_stage, seed_run_root, stage_args_with_seed
 
+USAGE = "python -m stages.train_ranker [--seed N]"
+# relative to the run root (the repository, or a seed run's data/seeds/N)
 FEATURES_DIR = Path("data/features/train")
 MODEL_DIR = Path("models/ranker")
 PLOTS_DIR = Path("metrics/plots")
@@ -18,6 +22,7 @@ SUMMARY_FILE = Path("metrics/ranker_training.json")
 
 
 def main() -> None:
+    import dataclasses
     import json
 
     import numpy as np
@@ -30,9 +35,13 @@ def main() -> None:
     from reco.params import load_section
     from reco.partitions import UserRowIndex
 
+    _, seed = stage_args_with_seed(USAGE, [])
+    root = seed_run_root(seed)
     params, compute = load_section("ranker"), load_section("compute")
-    spec = json.loads((FEATURES_DIR / "features.json").read_text(encoding="utf-8"))
-    index = UserRowIndex(FEATURES_DIR / "table.parquet")
+    if seed is not None:
+        params = dataclasses.replace(params, seed=seed)
+    spec = json.loads((root / FEATURES_DIR / "features.json").read_text(encoding="utf-8"))
+    index = UserRowIndex(root / FEATURES_DIR / "table.parquet")
     # the users prepare_training_parts draws from the whole table (it draws them again from index.users)
     train_users, valid_users = sample_users(index.users, params.train_users, params.valid_fraction, params.seed)
     chosen = np.union1d(train_users, valid_users)
@@ -43,10 +52,10 @@ def main() -> None:
         )
     # The ranker saw the reduced table; the labelled rows are those of the whole table.
     ranker.summary["labelled_rows"] = index.n_rows
-    save_ranker(ranker, MODEL_DIR)
-    write_json(ranker.curve, PLOTS_DIR / "ranker_validation.json")
-    write_json(ranker.importance, PLOTS_DIR / "feature_importance.json")
-    write_json(ranker.summary, SUMMARY_FILE)
+    save_ranker(ranker, root / MODEL_DIR)
+    write_json(ranker.curve, root / PLOTS_DIR / "ranker_validation.json")
+    write_json(ranker.importance, root / PLOTS_DIR / "feature_importance.json")
+    write_json(ranker.summary, root / SUMMARY_FILE)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("reco", "stages", "selection")  # selection/: the committed log that evaluate@test depends on
-DVC_FILES = ("dvc.yaml", ".dvcignore")
+DVC_FILES = ("dvc.yaml", ".dvcignore", "data/seeds/README.md")  # data/seeds/: the seed_spread stage's dep
 # The tiny simulator profile every pipeline test runs (test_pipeline.py, the shared ``tiny_pipeline``
 # fixture of conftest.py, the Dask, remote and CPU-path tests): small enough for CI, explicit so that a
 # change of the committed params does not silently change what the tests run.
@@ -105,6 +105,7 @@ def copy_project(
     if dvc_files:
         for name in DVC_FILES:
             if (REPO / name).exists():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(REPO / name, dest / name)
     write_params(dest, overrides)
     return dest

@@ -169,7 +169,7 @@ def _synthetic_results() -> tuple[dict, dict, dict]:
     metrics = {"protocol": "fully_observed", "label_kind": "threshold", "label_threshold": 2.0,
                "test": block(0.5, 0.6), "validation": block(0.4, 0.3)}  # fmt: skip
     uncertainty = {"test": {"intervals": {"als": {"ndcg_at_10": {"low": 0.55, "high": 0.65}}}}}
-    spread = {"seeds": [1, 2], "blocks": {"test": {"models": {"als": {"ndcg_at_10": {"mean": 0.61, "std": 0.01}}}}}}
+    spread = {"seeds": [1, 2], "blocks": {"validation": {"models": {"als": {"ndcg_at_10": {"mean": 0.31, "std": 0.01}}}}}}
     return metrics, uncertainty, spread
 
 
@@ -178,7 +178,7 @@ def test_renderer_orders_models_and_formats_intervals() -> None:
     rendered = render_readme.render_results(metrics, uncertainty, spread)
     rows = [line for line in rendered.splitlines() if line.startswith("| `")]
     assert rows == [
-        "| `als` | 0.6000 [0.550, 0.650] | 0.3000 | 0.3000 | 0.1500 | 0.6100 ± 0.0100 |",
+        "| `als` | 0.6000 [0.550, 0.650] | 0.3000 | 0.3000 | 0.1500 | 0.3100 ± 0.0100 |",
         "| `ranker` | 0.5000 | 0.2500 | 0.4000 | 0.2000 |  |",
     ]
     document = f"# T\n\n{render_readme.START}\nold\n{render_readme.END}\nafter\n"

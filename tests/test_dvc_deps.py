@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_stages import commands, declared_params, load_stages
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("reco", "stages")
@@ -79,39 +80,36 @@ def params_sections(files: set[Path]) -> set[str]:
     return {m for f in files for m in pattern.findall(f.read_text(encoding="utf-8"))}
 
 
-def stage_definitions() -> dict[str, dict]:
-    """Stages of dvc.yaml with ``foreach`` expanded to one entry per key (templates filled)."""
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
-    stages: dict[str, dict] = {}
-    for name, stage in spec["stages"].items():
-        if "foreach" not in stage:
-            stages[name] = stage
-            continue
-        for key, item in stage["foreach"].items():
-            text = yaml.safe_dump(stage["do"])
-            text = text.replace("${key}", key)
-            for field, value in item.items():
-                text = text.replace("${item." + field + "}", str(value))
-            stages[f"{name}@{key}"] = yaml.safe_load(text)
-    return stages
+def scripts_of(stage: dict) -> list[Path]:
+    """The stage scripts its command(s) run (``python -m stages.<name>``)."""
+    found = []
+    for command in commands(stage):
+        match = re.search(r"python -m (stages\.\w+)", command)
+        assert match, f"stage cmd should run `python -m stages.<name>`: {command}"
+        path = module_path(match.group(1))
+        assert path is not None
+        found.append(path)
+    return found
 
 
-def script_of(stage: dict) -> Path:
-    match = re.search(r"python -m (stages\.\w+)", stage["cmd"])
-    assert match, f"stage cmd should run `python -m stages.<name>`: {stage['cmd']}"
-    path = module_path(match.group(1))
-    assert path is not None
-    return path
+def code_closure(stage: dict) -> set[Path]:
+    """Every project file the stage's commands execute (their scripts, imports and package inits)."""
+    files: set[Path] = set()
+    for script in scripts_of(stage):
+        files |= closure(script) | package_inits(f"stages.{script.stem}")
+    return files
 
 
-STAGES = stage_definitions()
+STAGES = load_stages(REPO)
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+# A seed run sets these keys itself (`--seed N`), so its stages list every other key of the section.
+SEED_KEYS = {"als.random_state", "ranker.seed"}
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_code_deps_are_exactly_the_imported_project_modules(name: str) -> None:
     stage = STAGES[name]
-    script = script_of(stage)
-    needed = {p.relative_to(REPO).as_posix() for p in closure(script) | package_inits(f"stages.{script.stem}")}
+    needed = {p.relative_to(REPO).as_posix() for p in code_closure(stage)}
     declared = {d for d in stage.get("deps", []) if d.endswith(".py")}
     assert sorted(needed - declared) == [], f"{name}: imported but not declared in dvc.yaml deps"
     assert sorted(declared - needed) == [], f"{name}: declared in dvc.yaml but never imported"
@@ -120,10 +118,27 @@ def test_code_deps_are_exactly_the_imported_project_modules(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_params_sections_are_exactly_those_read(name: str) -> None:
     stage = STAGES[name]
-    read = params_sections(closure(script_of(stage)))
-    # entries are section names ("als") or {file: [keys]} mappings; only the first form is used here
-    declared = {entry for entry in stage.get("params", []) if isinstance(entry, str)}
+    read = params_sections(code_closure(stage))
+    # entries are sections ("als") or single keys ("als.factors"); {file: [keys]} mappings are not used
+    entries = declared_params(stage)
+    declared = {entry.split(".")[0] for entry in entries}
     assert read == declared, f"{name}: code reads params sections {sorted(read)}, dvc.yaml declares {sorted(declared)}"
+    for section in {entry.split(".")[0] for entry in entries if "." in entry}:
+        assert section not in entries, f"{name}: declares both the section {section!r} and single keys of it"
+        keys = {entry for entry in entries if entry.startswith(section + ".")}
+        every = {f"{section}.{key}" for key in PARAMS[section]}
+        assert keys <= every, f"{name}: declares keys that params.yaml lacks: {sorted(keys - every)}"
+        # listing keys is only for leaving out the seed a seed run sets itself; the rest must all be there
+        assert every - keys <= SEED_KEYS, f"{name}: reads {section!r} but leaves out {sorted(every - keys - SEED_KEYS)}"
+
+
+def test_seed_runs_leave_out_only_their_seed_keys() -> None:
+    # The point of listing single keys: a change of the headline's seed reruns no seed run.
+    seed_stages = {name: stage for name, stage in STAGES.items() if name.split("@")[0] in ("seed_als", "seed_ranker")}
+    assert seed_stages, "no seed run stages in dvc.yaml"
+    for name, stage in seed_stages.items():
+        assert not declared_params(stage) & SEED_KEYS, name
+        assert all(command.rstrip().split()[-2:][0] == "--seed" for command in commands(stage) if "stages.features" not in command), name
 
 
 def test_closure_follows_imports_inside_functions(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_stages import declared_params, load_stages
 from project_copy import TINY_OVERRIDES, copy_built, dvc, merge_params  # noqa: F401 (TINY_OVERRIDES: re-exported)
 
 MODELS = {
@@ -67,21 +68,38 @@ def test_metrics_layout_and_model_order(pipeline: Path) -> None:
     assert metrics["validation"]["models"].keys() == metrics["test"]["models"].keys()
     assert "ndcg" in metrics["definitions"]
     spread = json.loads((pipeline / "metrics" / "seed_spread.json").read_text())
-    assert spread["seeds"] == [1, 42] and set(spread["blocks"]) == {"validation", "test"}
-    assert len(spread["blocks"]["test"]["models"]["ranker"]["ndcg_at_10"]["values"]) == 2
+    # the seed spread is measured on the validation block, where settings are chosen
+    assert spread["seeds"] == [1, 42] and set(spread["blocks"]) == {"validation"} and spread["block"] == "validation"
+    assert len(spread["blocks"]["validation"]["models"]["ranker"]["ndcg_at_10"]["values"]) == 2
 
 
-def test_seed_spread_with_the_pipelines_seed_reproduces_its_models(pipeline: Path) -> None:
-    # The seed spread retrains from the files by user partition (its own code path); with the
-    # pipeline's seed it must land on the pipeline's ALS and ranker, metric for metric.
-    metrics = json.loads((pipeline / "metrics" / "metrics.json").read_text())
+def test_seed_run_with_the_pipelines_seed_is_the_pipeline(pipeline: Path) -> None:
+    # A seed run is the pipeline's own stages with `--seed N`: with the pipeline's seed (42) its
+    # models and validation results must be the pipeline's, byte for byte.
+    run = pipeline / "data" / "seeds" / "42"
+    pairs = [
+        ("models/als/ranker", "models/als/ranker"),
+        ("models/als/test", "models/als/test"),
+        ("data/features/train", "data/features/train"),
+        ("data/candidates/validation.parquet", "data/candidates/validation.parquet"),
+        ("metrics/candidates/validation.json", "metrics/candidates/validation.json"),
+        ("data/features/validation", "data/features/validation"),
+        ("models/ranker", "models/ranker"),
+        ("metrics/blocks/validation", "metrics/blocks/validation"),
+        ("data/evaluation/validation", "data/evaluation/validation"),
+    ]
+    for seeded, headline in pairs:
+        files = sorted(p.relative_to(run / seeded) for p in (run / seeded).rglob("*") if p.is_file()) if (run / seeded).is_dir() else [Path()]
+        assert files, seeded
+        for name in files:
+            assert (run / seeded / name).read_bytes() == (pipeline / headline / name).read_bytes(), (seeded, name)
     spread = json.loads((pipeline / "metrics" / "seed_spread.json").read_text())
+    metrics = json.loads((pipeline / "metrics" / "metrics.json").read_text())
     at_42 = spread["seeds"].index(42)
-    for block in ("validation", "test"):
-        for model in ("als", "ranker"):
-            for metric in ("ndcg_at_10", "map_at_10"):
-                retrained = spread["blocks"][block]["models"][model][metric]["values"][at_42]
-                assert retrained == round(metrics[block]["models"][model][metric], 6), (block, model, metric)
+    for model in ("als", "ranker"):
+        for metric in ("ndcg_at_10", "map_at_10"):
+            retrained = spread["blocks"]["validation"]["models"][model][metric]["values"][at_42]
+            assert retrained == round(metrics["validation"]["models"][model][metric], 6), (model, metric)
 
 
 def test_recommendations_file_is_the_served_top_k(pipeline: Path) -> None:
@@ -123,26 +141,20 @@ def stale_stages(workdir: Path) -> set[str]:
 
 
 def pipeline_stages(workdir: Path) -> dict[str, dict]:
-    """dvc.yaml's stages, ``foreach`` expanded (``name@key``), as {"deps", "params", "outs"} path/section sets."""
-    spec = yaml.safe_load((workdir / "dvc.yaml").read_text(encoding="utf-8"))
+    """dvc.yaml's stages, expanded as DVC names them, as {"deps", "params", "outs"} path/section sets.
+
+    ``params`` holds each declared entry (``als`` or ``als.factors``) and the section of each key.
+    """
     stages: dict[str, dict] = {}
-    for name, stage in spec["stages"].items():
-        variants = {name: stage}
-        if "foreach" in stage:
-            variants = {}
-            for key, item in stage["foreach"].items():
-                text = yaml.safe_dump(stage["do"]).replace("${key}", key)
-                for field, value in item.items():
-                    text = text.replace("${item." + field + "}", str(value))
-                variants[f"{name}@{key}"] = yaml.safe_load(text)
-        for full_name, body in variants.items():
-            outs = {
-                entry if isinstance(entry, str) else next(iter(entry))
-                for kind in ("outs", "metrics", "plots")
-                for entry in body.get(kind, [])
-            }
-            params = {entry for entry in body.get("params", []) if isinstance(entry, str)}
-            stages[full_name] = {"deps": set(body.get("deps", [])), "params": params, "outs": outs}
+    for full_name, body in load_stages(workdir).items():
+        outs = {
+            entry if isinstance(entry, str) else next(iter(entry))
+            for kind in ("outs", "metrics", "plots")
+            for entry in body.get(kind, [])
+        }
+        entries = declared_params(body)
+        params = entries | {entry.split(".")[0] for entry in entries}
+        stages[full_name] = {"deps": set(body.get("deps", [])), "params": params, "outs": outs}
     return stages
 
 
@@ -169,9 +181,11 @@ def downstream(stages: dict[str, dict], changed: set[str]) -> set[str]:
 def test_dependency_graph_helpers_agree_with_the_pipeline(pipeline: Path) -> None:
     # Guards the helpers the tests below compute their expectations with.
     stages = pipeline_stages(pipeline)
-    assert {name for name, s in stages.items() if "ranker" in s["params"]} == {"train_ranker", "seed_spread"}
-    # seed_spread retrains its own rankers from the ranker's features: not downstream of train_ranker
+    readers = {name for name, s in stages.items() if "ranker" in s["params"]}
+    assert readers == {"train_ranker", "seed_ranker@1", "seed_ranker@42"}
+    # the seed runs retrain their own rankers from their own features: not downstream of train_ranker
     assert downstream(stages, {"train_ranker"}) == {"train_ranker", "evaluate@validation", "evaluate@test", "report"}
+    assert downstream(stages, {"seed_ranker@1"}) == {"seed_ranker@1", "seed_spread", "report"}
     assert downstream(stages, {"ingest"}) == set(stages)
 
 
@@ -180,7 +194,9 @@ def test_changing_a_ranker_param_marks_its_readers_then_their_downstream(pipelin
     readers = {name for name, s in stages.items() if "ranker" in s["params"]}
     expected = downstream(stages, readers)
     assert {"train_ranker", "evaluate@validation", "evaluate@test", "report"} <= expected
-    assert not expected & {"ingest", "prepare", "split", "train_als@ranker", "candidates@test", "features@train"}
+    assert {"seed_ranker@1", "seed_ranker@42", "seed_spread"} <= expected
+    # a ranker-only experiment reuses every ALS-side seed run (and the headline's ALS side)
+    assert not expected & {"ingest", "prepare", "split", "train_als@ranker", "candidates@test", "features@train", "seed_als@1", "seed_als@42"}
     original = (pipeline / "params.yaml").read_text()
     try:
         set_params(pipeline, {"ranker": {"num_leaves": 7}})
@@ -227,10 +243,21 @@ def test_choosing_on_validation_never_builds_the_test_block(pipeline: Path) -> N
     assert stale_stages(pipeline) == set()
 
 
+def test_changing_the_headline_seed_reruns_no_seed_run(pipeline: Path) -> None:
+    # The seed runs set their own seeds: they list every ranker/als key but the seed (dvc.yaml).
+    original = (pipeline / "params.yaml").read_text()
+    try:
+        set_params(pipeline, {"ranker": {"seed": 7}, "als": {"random_state": 7}})
+        assert stale_stages(pipeline) == {"train_als@ranker", "train_als@test", "train_ranker"}
+    finally:
+        (pipeline / "params.yaml").write_text(original)
+    assert stale_stages(pipeline) == set()
+
+
 def test_changing_an_upstream_param_reruns_exactly_the_downstream_stages(pipeline: Path) -> None:
     stages = pipeline_stages(pipeline)
     readers = {name for name, s in stages.items() if "als" in s["params"]}
-    assert readers == {"train_als@ranker", "train_als@test", "seed_spread"}
+    assert readers == {"train_als@ranker", "train_als@test", "seed_als@1", "seed_als@42"}
     original = (pipeline / "params.yaml").read_text()
     try:
         set_params(pipeline, {"als": {"factors": 8}})
@@ -238,7 +265,7 @@ def test_changing_an_upstream_param_reruns_exactly_the_downstream_stages(pipelin
         assert stages_rerun(pipeline) == downstream(stages, readers) == {
             "train_als@ranker", "train_als@test", "candidates@validation", "candidates@test", "features@train",
             "features@validation", "features@test", "train_ranker", "evaluate@validation", "evaluate@test",
-            "seed_spread", "report",
+            "seed_als@1", "seed_als@42", "seed_ranker@1", "seed_ranker@42", "seed_spread", "report",
         }  # fmt: skip
     finally:
         (pipeline / "params.yaml").write_text(original)

@@ -28,13 +28,27 @@ class BlockFiles:
 
     block: str
     root: Path = Path()
+    run_root: Path = Path()  # below root: where the models, candidates and outputs live (a seed run's data/seeds/N)
 
     @classmethod
-    def of(cls, block: str, root: Path = Path()) -> BlockFiles:
-        """The files of ``block``; a :class:`~reco.errors.UsageError` for an unknown block."""
+    def of(cls, block: str, root: Path = Path(), run_root: Path = Path()) -> BlockFiles:
+        """The files of ``block``; a :class:`~reco.errors.UsageError` for an unknown block.
+
+        ``run_root`` (relative to ``root``) moves what depends on the trained models (ALS, the
+        candidates' statistics, the features, the ranker, and every output) to a seed run's folder.
+
+        Examples
+        --------
+        >>> str(BlockFiles.of("validation", run_root=Path("data/seeds/3")).metrics_file)
+        'data/seeds/3/metrics/blocks/validation/metrics.json'
+        """
         if block not in EVALUATION_BLOCKS:
             raise UsageError(f"BLOCK must be one of {list(EVALUATION_BLOCKS)}, got {block!r}")
-        return cls(block=block, root=Path(root))
+        return cls(block=block, root=Path(root), run_root=Path(run_root))
+
+    @property
+    def _run(self) -> Path:
+        return self.root / self.run_root
 
     # --- inputs ---------------------------------------------------------------------------
     @property
@@ -63,26 +77,26 @@ class BlockFiles:
     @property
     def candidates_file(self) -> Path:
         """``metrics/candidates/<block>.json``: ``n`` and the candidate recall."""
-        return self.root / "metrics" / "candidates" / f"{self.block}.json"
+        return self._run / "metrics" / "candidates" / f"{self.block}.json"
 
     @property
     def als_dir(self) -> Path:
         """The ALS fitted on all training data (it serves both blocks)."""
-        return self.root / "models" / "als" / "test"
+        return self._run / "models" / "als" / "test"
 
     @property
     def features_dir(self) -> Path:
         """The block's candidate feature table (``data/features/<block>``)."""
-        return self.root / "data" / "features" / self.block
+        return self._run / "data" / "features" / self.block
 
     @property
     def ranker_dir(self) -> Path:
-        return self.root / "models" / "ranker"
+        return self._run / "models" / "ranker"
 
     # --- outputs --------------------------------------------------------------------------
     @property
     def metrics_dir(self) -> Path:
-        return self.root / "metrics" / "blocks" / self.block
+        return self._run / "metrics" / "blocks" / self.block
 
     @property
     def metrics_file(self) -> Path:
@@ -103,7 +117,7 @@ class BlockFiles:
     @property
     def data_dir(self) -> Path:
         """``data/evaluation/<block>``: written as a whole (atomic folder swap)."""
-        return self.root / "data" / "evaluation" / self.block
+        return self._run / "data" / "evaluation" / self.block
 
     @property
     def per_user_file(self) -> Path:

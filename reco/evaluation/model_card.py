@@ -629,10 +629,12 @@ def _limitations(inputs: ModelCardInputs) -> list[str]:
                 f"On this draw of the test labels `oracle_watch_ratio` beats `oracle` at ndcg@{k} ({fmt(by_ratio)} vs "
                 f"{fmt(honest)}): chance, since `oracle` is the best order in expectation."
             )
-    seeded = sorted(seed_spread_models(inputs.seed_spread, "test") or {})
+    spread_blocks = [b for b in ("validation", "test") if seed_spread_models(inputs.seed_spread, b)]
+    seeded = sorted({m for b in spread_blocks for m in seed_spread_models(inputs.seed_spread, b) or {}})
     if seeded:
         out.append(
-            "Intervals reflect the sampling of test users only; the seed columns add training randomness for "
+            "Intervals reflect the sampling of users only; the seed columns "
+            f"({' and '.join(spread_blocks)} block) add training randomness for "
             f"{', '.join(f'`{m}`' for m in seeded)}. Neither covers drift over time or the choice of hyper-parameters."
         )
     else:
@@ -646,8 +648,8 @@ def _limitations(inputs: ModelCardInputs) -> list[str]:
 def render_model_card(inputs: ModelCardInputs) -> str:
     """Render the model card as markdown (deterministic: same inputs, same bytes).
 
-    Sections: Data, Protocol, Label, Models, Results on the test block at K (with the seed spread,
-    paired differences and candidate recall), Results on the validation block, Beyond accuracy,
+    Sections: Data, Protocol, Label, Models, Results on the test block at K (with the paired
+    differences and candidate recall), Results on the validation block (with the seed spread), Beyond accuracy,
     Segments, Known limitations.
 
     Examples

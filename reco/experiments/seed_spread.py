@@ -1,10 +1,10 @@
-"""Seed spread: the headline models retrained with other seeds, to see how much of a gap is noise.
+"""Seed spread: the headline models' metrics over seed runs, to see how much of a gap is noise.
 
-Each seed of ``seed_spread.seeds`` retrains ALS (both fits, ``als.random_state``) and the ranker
-(``ranker.seed``) on exactly the pipeline's data and settings, rebuilds the candidates and features
-that depend on them, and scores ``als`` and ``ranker`` on both evaluation blocks;
-``metrics/seed_spread.json`` holds the mean, standard deviation, range and values per block, model
-and metric, which ``python -m reco.review`` compares a change against. See docs/selection-and-review.md.
+Each seed of ``seed_spread.seeds`` is a seed run of the pipeline's own stages (``seed_als@N`` and
+``seed_ranker@N`` in dvc.yaml: ALS with ``als.random_state`` N, the ranker with ``ranker.seed`` N, on
+the validation block, files under ``data/seeds/N/``); :func:`seed_spread` gathers their block
+metrics into ``metrics/seed_spread.json`` (mean, standard deviation, range and values per model and
+metric), which ``python -m reco.review`` compares a change against. See docs/selection-and-review.md.
 
 Examples
 --------
@@ -14,99 +14,19 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import numpy as np
-import polars as pl
-import scipy.sparse
 
-from reco.evaluation.evaluate import BlockGrid, build_block_grid, evaluate_models, two_stage_scores
-from reco.io import write_parquet
-from reco.models.als import INPUT_COLUMNS, AlsModel, fit_als, item_scores
-from reco.models.baselines import popularity_scores, view_counts
-from reco.models.candidates import block_candidates, popularity_fallback
-from reco.models.features import (
-    ROW,
-    FeatureSources,
-    HistoryStats,
-    als_pair_features,
-    history_stats,
-    seen_matrix,
-    training_rows,
-    write_feature_table,
-)
-from reco.models.ranker import sample_users
-from reco.models.ranker_engine import train_ranker
-from reco.params import (
-    AlsParams,
-    CandidatesParams,
-    ComputeParams,
-    EvaluateParams,
-    FeaturesParams,
-    LabelParams,
-    RankerParams,
-)
-from reco.partitions import UserRowIndex, partition_count, user_partitions
-from reco.schema import Columns
+from reco.errors import InputDataError
 
-REPORTED_METRICS: tuple[str, ...] = ("ndcg_at_10", "map_at_10")
-SEED_MODELS: tuple[str, ...] = ("als", "ranker")
-# The partitions every file is read by (the results do not depend on them; see reco.partitions).
-LOCAL_COMPUTE = ComputeParams()
+__all__ = ["SEED_BLOCK", "SEED_MODELS", "seed_spread", "summarise"]
 
-
-@dataclass(frozen=True)
-class SeedSpreadInputs:
-    """The pipeline's files and settings, as the stages read them.
-
-    The views and the training feature table are files, read one user chunk or partition at a
-    time (never whole), so the seed spread's memory does not grow with the logged views.
-    """
-
-    history: Path  # data/split/history.parquet
-    train: Path  # data/split/train.parquet
-    blocks: Mapping[str, Path]  # block name -> data/split/<block>.parquet
-    train_table: Path  # features@train's table.parquet (only its ALS columns change with the seed)
-    features_list: Sequence[str]
-    categorical: Sequence[str]
-    users: pl.DataFrame
-    items: pl.DataFrame
-    item_daily: pl.DataFrame
-    label: LabelParams
-    als: AlsParams
-    ranker: RankerParams
-    features: FeaturesParams
-    candidates: CandidatesParams
-    evaluate: EvaluateParams
-    latest_serving_date: Any = None
-
-
-@dataclass(frozen=True)
-class _Block:
-    """What a block's evaluation needs that no seed changes."""
-
-    rows: UserRowIndex
-    grid: BlockGrid
-    popularity: np.ndarray  # popularity score of each grid item (served to users ALS does not know)
-    fallback: np.ndarray  # the candidates' popularity list over the block's videos
-    catalogue: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Shared:
-    """Seed-independent data, computed once: where each user's history lies, training statistics, the blocks."""
-
-    history: UserRowIndex  # the history's rows by user: what a partition's users have watched
-    train: UserRowIndex  # the training views by user: the candidates' and the block features' history
-    train_table: UserRowIndex  # features@train's table by user: the ranker's rows and its users
-    train_stats: HistoryStats
-    blocks: Mapping[str, _Block]
+SEED_MODELS: Final = ("als", "ranker")  # the models a seed changes (the baselines have no seed)
+SEED_BLOCK: Final = "validation"  # where settings are chosen; the test block is for the record
+VARIED: Final = {"als": "random_state (both fits)", "ranker": "seed (user sample, bagging, feature fraction)"}
 
 
 def summarise(values: Sequence[float]) -> dict[str, Any]:
@@ -123,159 +43,53 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _scan_views(path: Path) -> pl.LazyFrame:
-    """The columns ALS reads, as the train_als stage scans them (read by user chunks)."""
-    return pl.scan_parquet(path).select(INPUT_COLUMNS)
+def seed_spread(runs: Mapping[int, Mapping[str, Any]], where: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """``metrics/seed_spread.json`` from each seed run's block ``metrics.json``.
 
+    Parameters
+    ----------
+    runs
+        Seed -> that seed run's ``metrics.json`` of the validation block (``{"models": {model:
+        {metric: value}}}``), in the order of ``seed_spread.seeds``.
+    where
+        Seed -> the file it was read from, for error messages.
 
-def _shared(inputs: SeedSpreadInputs) -> _Shared:
-    train = UserRowIndex(inputs.train)
-    # popularity's per-video positive and total views: one aggregation of the training views, for both blocks
-    counts = view_counts(pl.scan_parquet(inputs.train), inputs.label.threshold)
-    blocks = {}
-    for name, path in inputs.blocks.items():
-        block = pl.read_parquet(path)  # one block: its users x videos, a fixed size whatever the logs
-        grid = build_block_grid(block)
-        rows = UserRowIndex(path)
-        catalogue = np.unique(block[Columns.item].to_numpy()).astype(np.int32)
-        blocks[name] = _Block(
-            rows=rows,
-            grid=grid,
-            popularity=popularity_scores(counts, grid.items, inputs.evaluate.popularity_smoothing),
-            fallback=popularity_fallback(pl.scan_parquet(inputs.train), catalogue),
-            catalogue=catalogue,
-        )
-    stats = history_stats(
-        train, inputs.label.threshold, n_partitions=partition_count(train.n_rows, LOCAL_COMPUTE)
-    )
-    return _Shared(
-        history=UserRowIndex(inputs.history),
-        train=train,
-        train_table=UserRowIndex(inputs.train_table),
-        train_stats=stats,
-        blocks=blocks,
-    )
+    Returns
+    -------
+    dict
+        ``{"seeds", "varied", "blocks": {"validation": {"models": {model: {metric: summarise(...)}}}},
+        "block", "models"}`` over every metric the runs share; empty models without seeds.
 
+    Raises
+    ------
+    InputDataError
+        A run without the models' metrics.
 
-def _with_als_columns(rows: pl.DataFrame, model: AlsModel, items: np.ndarray, seen: scipy.sparse.csr_matrix) -> pl.DataFrame:
-    """``rows`` (features@train rows) with their ALS columns recomputed from ``model``."""
-    als = als_pair_features(model, rows.select(Columns.user, Columns.item), items, seen=seen)
-    replaced = [c for c in als.columns if c not in (Columns.user, Columns.item)]
-    return rows.drop(replaced).join(als, on=[Columns.user, Columns.item], how="left", maintain_order="left").select(rows.columns)
-
-
-def _ranker_rows(inputs: SeedSpreadInputs, shared: _Shared, model: AlsModel, seed: int) -> Iterator[pl.DataFrame]:
-    """features@train with the seed's ALS columns, reduced to the rows the ranker with ``seed`` learns from.
-
-    One user partition at a time: its ALS columns are recomputed (watched videos from the
-    partition users' own history rows, as the features stage reads them), then
-    :func:`reco.models.features.training_rows` keeps the sampled users' candidate-like rows (by
-    the new ALS rank), exactly as the train_ranker stage reduces the table; given the table's
-    users, the ranker sees the rows it would see in the whole recomputed table.
+    Examples
+    --------
+    >>> runs = {1: {"models": {"als": {"ndcg_at_10": 0.70}, "ranker": {"ndcg_at_10": 0.80}}},
+    ...         2: {"models": {"als": {"ndcg_at_10": 0.72}, "ranker": {"ndcg_at_10": 0.82}}}}
+    >>> seed_spread(runs)["models"]["ranker"]["ndcg_at_10"]["mean"]
+    0.81
     """
-    table = shared.train_table
-    train_users, valid_users = sample_users(table.users, inputs.ranker.train_users, inputs.ranker.valid_fraction, seed)
-    chosen = np.union1d(train_users, valid_users)
-    items = inputs.items[Columns.item].to_numpy()
-    for users in user_partitions(table.users, partition_count(table.n_rows, LOCAL_COMPUTE)):
-        rows = table.scan(users, row_index=ROW).collect()
-        # only these users' rows of the seen matrix are read: the whole history's pairs never in memory
-        seen = seen_matrix(model, shared.history.scan(users, [Columns.user, Columns.item]).collect())
-        yield training_rows(_with_als_columns(rows, model, items, seen), chosen, inputs.ranker.candidate_rank_pct)
-
-
-def _block_features(
-    inputs: SeedSpreadInputs, shared: _Shared, model: AlsModel, candidates: pl.DataFrame, block: _Block, scratch: Path
-) -> pl.DataFrame:
-    """The block candidates' feature table, built as the features stage builds it (by user partition)."""
-    pairs_file, table_file = scratch / "candidates.parquet", scratch / "features.parquet"
-    write_parquet(candidates, pairs_file)
-    write_feature_table(
-        FeatureSources(
-            pairs=pairs_file,
-            history=inputs.train,
-            users=inputs.users,
-            items=inputs.items,
-            item_daily=inputs.item_daily,
-            als_model=model,
-            catalogue=block.catalogue,
-        ),
-        table_file,
-        threshold=inputs.label.threshold,
-        smoothing=inputs.features.popularity_smoothing,
-        daily_window_days=inputs.features.daily_window_days,
-        compute=LOCAL_COMPUTE,
-        latest_serving_date=inputs.latest_serving_date,
-        history_stats_cache=shared.train_stats,
-    )
-    return pl.read_parquet(table_file)
-
-
-def seed_run(inputs: SeedSpreadInputs, seed: int, shared: _Shared | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """Retrain ALS (both fits) and the ranker with ``seed``; ``{block: {model: {metric: value}}}``."""
-    shared = shared or _shared(inputs)
-    als_params = dataclasses.replace(inputs.als, random_state=seed)
-    als_history, _ = fit_als(_scan_views(inputs.history), als_params, threshold=inputs.label.threshold)
-    als_train, _ = fit_als(_scan_views(inputs.train), als_params, threshold=inputs.label.threshold)
-    features = list(inputs.features_list)
-    ranker = train_ranker(
-        pl.concat(list(_ranker_rows(inputs, shared, als_history, seed)), how="vertical", rechunk=True),
-        features,
-        list(inputs.categorical),
-        dataclasses.replace(inputs.ranker, seed=seed),
-        users=shared.train_table.users,
-        compute=LOCAL_COMPUTE,
-    )
-    ks = [10]
-    train_rows = shared.train
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    for name, block in shared.blocks.items():
-        grid = block.grid
-        als = item_scores(als_train, grid.users, grid.items)
-        unknown = np.isnan(als).all(axis=1)  # served by popularity, as the candidates stage does
-        als = np.where(unknown[:, None], block.popularity[None, :], als)
-        candidates, _ = block_candidates(
-            als_train,
-            train_rows,
-            block.rows,
-            inputs.candidates.n,
-            n_partitions=partition_count(train_rows.rows_of(block.rows.users), LOCAL_COMPUTE),
-            fallback=block.fallback,
-        )
-        with tempfile.TemporaryDirectory(prefix="seed-spread-") as scratch:
-            table = _block_features(inputs, shared, als_train, candidates, block, Path(scratch))
-        reranked = table.select(Columns.user, Columns.item).with_columns(
-            pl.Series(Columns.score, ranker.booster.predict(
-                table.select(pl.col(features).cast(pl.Float32)).to_numpy(),
-                num_iteration=ranker.best_iteration, num_threads=inputs.ranker.num_threads,
-            ))
-        )  # fmt: skip
-        scores = {"als": als, "ranker": two_stage_scores(grid, reranked, als)}
-        evaluated = evaluate_models(grid, scores, ks)
-        results[name] = {model: {m: float(r.summary[m]) for m in REPORTED_METRICS} for model, r in evaluated.items()}
-    return results
-
-
-def seed_spread(inputs: SeedSpreadInputs, seeds: Sequence[int]) -> dict[str, Any]:
-    """Every seed's run and, per block, model and metric, :func:`summarise` of the values."""
-    shared = _shared(inputs)
-    runs = {int(seed): seed_run(inputs, int(seed), shared) for seed in seeds}
-    blocks: dict[str, Any] = {}
-    for block in inputs.blocks:
-        blocks[block] = {
-            "models": {
-                model: {metric: summarise([runs[s][block][model][metric] for s in runs]) for metric in REPORTED_METRICS}
-                for model in SEED_MODELS
-            }
-        }
+    where = where or {}
+    models: dict[str, dict[str, Any]] = {}
+    for model in SEED_MODELS:
+        per_seed = []
+        for seed, metrics in runs.items():
+            entry = metrics.get("models", {}).get(model) if isinstance(metrics, Mapping) else None
+            if not isinstance(entry, Mapping) or not entry:
+                raise InputDataError(where.get(seed, f"seed {seed}"), f"expected the metrics of model {model!r} under 'models'")
+            per_seed.append(entry)
+        shared = sorted(set.intersection(*(set(entry) for entry in per_seed))) if per_seed else []
+        models[model] = {metric: summarise([float(entry[metric]) for entry in per_seed]) for metric in shared}
+    if not runs:
+        models = {}
     return {
-        "seeds": [int(s) for s in seeds],
-        "varied": {"als": "random_state (both fits)", "ranker": "seed (user sample, bagging, feature fraction)"},
-        "blocks": blocks,
-        # the test block at the top level, as reco.review reads it
-        "block": "test",
-        "models": blocks.get("test", {}).get("models", {}),
+        "seeds": [int(seed) for seed in runs],
+        "varied": VARIED,
+        "blocks": {SEED_BLOCK: {"models": models}},
+        # the block at the top level too, as older readers of this file expect
+        "block": SEED_BLOCK,
+        "models": models,
     }
-
-
-__all__ = ["REPORTED_METRICS", "SEED_MODELS", "SeedSpreadInputs", "seed_run", "seed_spread", "summarise"]

@@ -207,16 +207,18 @@ def test_models_section_explains_the_honest_oracle_and_the_duration_baselines(tm
 def test_seed_spread_sits_next_to_the_intervals_or_its_absence_is_said(tmp_path: Path) -> None:
     missing = render_model_card(card_inputs(als_beats_popularity=False, tmp_path=tmp_path))
     assert "`metrics/seed_spread.json` not found" in missing and "over seeds" not in missing.split("## Known")[0]
-    spread = {"seeds": [0, 1], "blocks": {"test": {"models": {"ranker": {
+    spread = {"seeds": [0, 1], "blocks": {"validation": {"models": {"ranker": {
         "ndcg_at_10": {"mean": 0.5, "std": 0.01, "min": 0.49, "max": 0.51, "values": [0.49, 0.51]},
         "map_at_10": {"mean": 0.4, "std": 0.02, "min": 0.38, "max": 0.42, "values": [0.38, 0.42]}}}}}}  # fmt: skip
     card = render_model_card(card_inputs(als_beats_popularity=False, tmp_path=tmp_path, seed_spread=spread))
-    test_part = card.split("## Results on the validation block")[0]
-    ranker = next(line for line in test_part.splitlines() if line.startswith("| **ranker** |"))
+    # the spread is measured on the validation block: the test block's table says it has no entry
+    test_part, validation_part = card.split("## Results on the validation block")
+    assert "The file has no entry for the test block." in test_part
+    ranker = next(line for line in validation_part.splitlines() if line.startswith("| **ranker** |"))
     assert ranker.endswith("| 0.5000 ± 0.0100 [0.4900, 0.5100] | 0.4000 ± 0.0200 [0.3800, 0.4200] |")
-    als = next(line for line in test_part.splitlines() if line.startswith("| **als** |"))
+    als = next(line for line in validation_part.splitlines() if line.startswith("| **als** |"))
     assert als.endswith("| not measured | not measured |")  # a seed-dependent model the file does not cover
-    assert "seed columns add training randomness for `ranker`" in card
+    assert "seed columns (validation block) add training randomness for `ranker`" in card
 
 
 def test_an_empty_seed_spread_is_reported_as_skipped(tmp_path: Path) -> None:
