@@ -212,6 +212,11 @@ class FeaturesParams:
             _fail("features", "popularity_smoothing", self.popularity_smoothing, "a number >= 0")
 
 
+# The ranker's feature families (reco.models.feature_groups says which feature is in which); the selection
+# ablates them through ranker.exclude_groups.
+FEATURE_GROUPS: tuple[str, ...] = ("als", "user_history", "item_history", "daily", "tags", "duration", "profile")
+
+
 @dataclass(frozen=True)
 class RankerParams:
     """LightGBM ranker (stage ``train_ranker``)."""
@@ -234,8 +239,11 @@ class RankerParams:
     valid_fraction: float = 0.2  # user-disjoint validation share for early stopping
     seed: int = 42
     num_threads: int = 2
+    exclude_groups: tuple[str, ...] = ()  # feature groups the ranker leaves out (an ablation)
 
     def validate(self) -> None:
+        if not set(self.exclude_groups) <= set(FEATURE_GROUPS) or len(set(self.exclude_groups)) == len(FEATURE_GROUPS):
+            _fail("ranker", "exclude_groups", list(self.exclude_groups), f"a list of some (not all) of {list(FEATURE_GROUPS)}")
         if not 2 <= self.num_leaves <= 4096:
             _fail("ranker", "num_leaves", self.num_leaves, "an integer in [2, 4096]")
         if not 0 < self.learning_rate <= 1:

@@ -29,6 +29,7 @@ def main() -> None:
 
     from reco.compute import compute_client
     from reco.io import write_json
+    from reco.models.feature_groups import ranker_features
     from reco.models.features import ranker_training_table
     from reco.models.ranker import sample_users, save_ranker
     from reco.models.ranker_engine import train_ranker
@@ -42,13 +43,14 @@ def main() -> None:
         params = dataclasses.replace(params, seed=seed)
     spec = json.loads((root / FEATURES_DIR / "features.json").read_text(encoding="utf-8"))
     index = UserRowIndex(root / FEATURES_DIR / "table.parquet")
+    features, categorical = ranker_features(spec["features"], spec["categorical"], params.exclude_groups)
     # the users prepare_training_parts draws from the whole table (it draws them again from index.users)
     train_users, valid_users = sample_users(index.users, params.train_users, params.valid_fraction, params.seed)
     chosen = np.union1d(train_users, valid_users)
     with compute_client(compute) as client:
         table = ranker_training_table(index, chosen, params.candidate_rank_pct, compute=compute, client=client)
         ranker = train_ranker(
-            table, spec["features"], spec["categorical"], params, users=index.users, compute=compute, client=client
+            table, features, categorical, params, users=index.users, compute=compute, client=client
         )
     # The ranker saw the reduced table; the labelled rows are those of the whole table.
     ranker.summary["labelled_rows"] = index.n_rows
