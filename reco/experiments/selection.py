@@ -1,17 +1,19 @@
-"""Choose settings on the validation block with DVC experiments; never look at the test block.
+"""Choose settings on the validation block with DVC experiments, each judged on several seeds; never the test.
 
-``python -m reco.experiments.selection [--jobs N] [--apply]`` runs a greedy coordinate search over the
-committed ``selection/space.yaml``: each step queues one DVC experiment per candidate value targeting
-``evaluate@validation``, keeps a new value only if it beats the incumbent by more than ``min_gain`` on the
-model it serves, and logs every configuration to ``selection/log.json`` and ``selection/log.md``;
-``--apply`` writes the choice into ``params.yaml`` for ``dvc repro`` to compute the test block once. See
-docs/selection-and-review.md and docs/design/experiments.md.
+``python -m reco.experiments.selection [--jobs N] [--apply]`` runs coordinate passes over the committed
+``selection/space.yaml`` from its neutral start (:mod:`reco.experiments.selection_space`): each step queues
+one DVC experiment per candidate value targeting ``seed_spread`` (the seed runs of ``seeds``, validation
+block only), and a value replaces the incumbent only when its gain over the same seeds passes a one-sided
+paired t test (:func:`seed_paired_gain`); passes repeat until one changes nothing. Every configuration
+goes to ``selection/log.json`` and ``selection/log.md``; ``--apply`` writes the choice into ``params.yaml``
+for ``dvc repro`` to compute the test block once. See docs/selection-and-review.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -22,47 +24,34 @@ from typing import Any
 
 import yaml
 
-SPACE_FILE = Path("selection/space.yaml")
+from reco.experiments.selection_space import SPACE_FILE, Space, Step, load_space, uncovered
+
+__all__ = ["Trial", "apply_to_params", "main", "run_trials", "seed_paired_gain", "select"]
+
 LOG_JSON = Path("selection/log.json")
 LOG_MD = Path("selection/log.md")
 PARAMS_FILE = Path("params.yaml")
-BLOCK_METRICS = "metrics/blocks/{block}/metrics.json"
-BLOCK_UNCERTAINTY = "metrics/blocks/{block}/uncertainty.json"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One coordinate of the search: a setting, its candidate values and the model that judges it."""
-
-    key: str  # "section.name"
-    values: tuple[Any, ...]
-    judge: str  # model whose validation metric decides
+SEED_SPREAD = "metrics/seed_spread.json"
+REPORTED_MODELS = ("ranker", "als")
 
 
 @dataclass
 class Trial:
-    """One experiment: the full set of overrides and its validation results."""
+    """One experiment: the full set of overrides and each model's metric per seed (in the space's seed order)."""
 
     overrides: dict[str, Any]
     name: str = ""
     rev: str = ""  # the experiment's commit
-    results: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric -> value
-    intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # model -> metric -> [lo, hi]
+    results: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # model -> metric -> per-seed values
     error: str | None = None
 
     @property
     def key(self) -> str:
         return json.dumps(self.overrides, sort_keys=True)
 
-
-def load_space(path: Path = SPACE_FILE) -> tuple[dict[str, Any], list[Step]]:
-    """Read the search space: ``{"target": {...}, "min_gain": f, "steps": [{"key", "values", "judge"}]}``."""
-    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    steps = [Step(key=s["key"], values=tuple(s["values"]), judge=s.get("judge", "ranker")) for s in spec["steps"]]
-    for step in steps:
-        if "." not in step.key or not step.values:
-            raise ValueError(f"{path}: step {step.key!r} needs a 'section.name' key and at least one value")
-    return spec, steps
+    def mean(self, model: str, metric: str) -> float | None:
+        values = self.results.get(model, {}).get(metric)
+        return math.fsum(values) / len(values) if values else None
 
 
 def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -82,10 +71,11 @@ def current_value(params: Mapping[str, Any], key: str) -> Any:
     return (params.get(section) or {}).get(name)
 
 
-def run_trials(trials: list[Trial], block: str, jobs: int) -> None:
-    """Queue every trial as a DVC experiment targeting ``evaluate@<block>``, run the queue, read the results."""
+def run_trials(trials: list[Trial], space: Space, jobs: int) -> None:
+    """Queue every trial as a DVC experiment targeting ``seed_spread`` with the space's seeds, run the queue,
+    read each trial's per-seed validation metrics from its ``metrics/seed_spread.json``."""
     for trial in trials:
-        args = ["dvc", "exp", "run", "--queue", f"evaluate@{block}"]
+        args = ["dvc", "exp", "run", "--queue", "seed_spread", "-S", f"seed_spread.seeds={_yaml_value(list(space.seeds))}"]
         for key, value in trial.overrides.items():
             args += ["-S", f"{key}={_yaml_value(value)}"]
         out = _run(args).stdout
@@ -101,11 +91,22 @@ def run_trials(trials: list[Trial], block: str, jobs: int) -> None:
         if rev is None:
             trial.error = "experiment failed or not found (see `dvc queue logs " + trial.name + "`)"
             continue
-        metrics = json.loads(_run(["git", "show", f"{rev}:{BLOCK_METRICS.format(block=block)}"]).stdout)
-        trial.results = {m: {k: float(v) for k, v in vals.items()} for m, vals in metrics["models"].items()}
-        shown_unc = _run(["git", "show", f"{rev}:{BLOCK_UNCERTAINTY.format(block=block)}"], check=False)
-        if shown_unc.returncode == 0:
-            trial.intervals = _intervals(json.loads(shown_unc.stdout))
+        spread = json.loads(_run(["git", "show", f"{rev}:{SEED_SPREAD}"]).stdout)
+        trial.results = spread_values(spread, space)
+
+
+def spread_values(spread: Mapping[str, Any], space: Space) -> dict[str, dict[str, list[float]]]:
+    """``model -> metric -> per-seed values`` of the space's block from a ``metrics/seed_spread.json``.
+
+    Raises
+    ------
+    ValueError
+        The file's seeds are not the space's (the experiment did not run the seeds it was asked to).
+    """
+    if [int(s) for s in spread.get("seeds", [])] != list(space.seeds):
+        raise ValueError(f"{SEED_SPREAD} has seeds {spread.get('seeds')}, expected {list(space.seeds)}")
+    models = spread.get("blocks", {}).get(space.block, {}).get("models", {})
+    return {model: {metric: [float(v) for v in entry["values"]] for metric, entry in per.items()} for model, per in models.items()}
 
 
 def _wait_for_queue() -> None:
@@ -137,140 +138,171 @@ def _experiment_revisions(shown: Any) -> dict[str, str]:
     return found
 
 
-def _intervals(uncertainty: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
-    """``model -> metric -> [low, high]`` from an uncertainty report (``intervals`` section)."""
-    out: dict[str, dict[str, list[float]]] = {}
-    for model, metrics in (uncertainty.get("intervals") or {}).items():
-        for metric, entry in metrics.items():
-            if isinstance(entry, Mapping) and "low" in entry and "high" in entry:
-                out.setdefault(model, {})[metric] = [float(entry["low"]), float(entry["high"])]
-    return out
+def seed_paired_gain(incumbent: Sequence[float], candidate: Sequence[float], alpha: float) -> dict[str, Any]:
+    """The candidate's gain over the incumbent, paired by seed, and whether it is beyond the seeds' noise.
+
+    The differences of the two configurations' runs with the same seed have a mean ``d`` and a sample
+    standard deviation ``s``; the gain is accepted when ``t = d / (s / sqrt(n))`` exceeds the one-sided
+    Student t quantile ``1 - alpha`` with ``n - 1`` degrees of freedom (with ``s = 0``: when ``d > 0``).
+
+    Examples
+    --------
+    >>> seed_paired_gain([0.70, 0.71, 0.72], [0.72, 0.73, 0.74], 0.05)["accepted"]
+    True
+    >>> seed_paired_gain([0.70, 0.71, 0.72], [0.71, 0.70, 0.73], 0.05)["accepted"]
+    False
+    """
+    from scipy import stats
+
+    if len(incumbent) != len(candidate) or len(incumbent) < 2:
+        raise ValueError(f"paired runs needed on the same >= 2 seeds, got {len(incumbent)} and {len(candidate)}")
+    differences = [c - i for i, c in zip(incumbent, candidate, strict=True)]
+    n = len(differences)
+    mean = math.fsum(differences) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
+    critical = float(stats.t.ppf(1.0 - alpha, n - 1))
+    if sd < 1e-12:
+        t_value = math.inf if mean > 0 else (-math.inf if mean < 0 else 0.0)
+    else:
+        t_value = mean / (sd / math.sqrt(n))
+    return {
+        "mean": round(mean, 6),
+        "sd": round(sd, 6),
+        "t": round(t_value, 3) if math.isfinite(t_value) else t_value,
+        "df": n - 1,
+        "critical_t": round(critical, 3),
+        "accepted": bool(t_value > critical),
+    }
 
 
-def paired_gain(incumbent: Trial, trial: Trial, block: str, model: str, metric: str) -> dict[str, float] | None:
-    """Mean per-user difference ``trial - incumbent`` of ``model``'s metric and its 95% bootstrap interval."""
-    import io
-
-    import dvc.api
-    import numpy as np
-    import polars as pl
-
-    from reco.evaluation.paired import paired_revision_differences
-
-    name, k = metric.rsplit("_at_", 1)
-    frames = []
-    for rev in (incumbent.rev, trial.rev):
-        if not rev:
-            return None
-        with dvc.api.open(f"data/evaluation/{block}/per_user.parquet", rev=rev, mode="rb") as handle:
-            frame = pl.read_parquet(io.BytesIO(handle.read()))
-        frames.append(frame.filter((pl.col("model") == model) & (pl.col("metric") == name) & (pl.col("k") == int(k))))
-    joined = frames[0].join(frames[1], on="user_id", suffix="_new").sort("user_id")
-    (difference,) = paired_revision_differences(
-        joined["value"].to_numpy()[:, None], joined["value_new"].to_numpy()[:, None], samples=2000, seed=0
-    )
-    return {"mean": round(float(difference.mean), 6), "low": round(float(difference.low), 6), "high": round(float(difference.high), 6),
-            "users": int(np.int64(joined.height))}  # fmt: skip
+def _trial_entry(trial: Trial, incumbent: Trial, step: Step, space: Space) -> dict[str, Any]:
+    gain = None
+    if trial is not incumbent and not trial.error and not incumbent.error:
+        mine, theirs = trial.results.get(step.judge, {}).get(space.metric), incumbent.results.get(step.judge, {}).get(space.metric)
+        if mine and theirs:
+            gain = seed_paired_gain(theirs, mine, space.alpha)
+    return {
+        "value": trial.overrides[step.key],
+        "experiment": trial.name,
+        "error": trial.error,
+        "gain_over_incumbent": gain,
+        "models": {
+            model: {metric: trial.results.get(model, {}).get(metric) for metric in (space.metric, space.metric.replace("ndcg", "map"))}
+            for model in REPORTED_MODELS
+        },
+    }
 
 
 def select(
-    steps: Sequence[Step],
-    params: Mapping[str, Any],
+    space: Space,
     *,
-    block: str,
-    metric: str,
-    min_gain: float,
     jobs: int,
     on_step: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Greedy coordinate search; returns the chosen values and the log of every step.
+    """Coordinate passes from the space's neutral start; returns the chosen values and the log of every step.
 
-    ``on_step(chosen, log)`` is called after every step (the log so far is written, so an
-    interrupted search leaves its finished steps on disk).
+    Each step runs the incumbent and every other value (a configuration is never run twice) and keeps
+    the value with the largest accepted gain (:func:`seed_paired_gain`, on the step's judge); a pass
+    that changes nothing ends the search. ``on_step(chosen, log)`` is called after every step (the
+    log so far is written, so an interrupted search leaves its finished steps on disk).
     """
-    chosen = {step.key: current_value(params, step.key) for step in steps}
+    chosen = dict(space.start)
     log: list[dict[str, Any]] = []
-    done: dict[str, Trial] = {}  # configurations already run (an incumbent is not run twice)
-    for step in steps:
-        values = list(dict.fromkeys([chosen[step.key], *step.values]))  # incumbent first, no repeats
-        trials = [Trial(overrides={**chosen, step.key: value}) for value in values]
-        trials = [done.get(t.key, t) for t in trials]
-        run_trials([t for t in trials if t.key not in done], block, jobs)
-        done.update({t.key: t for t in trials})
-        scored = [(t, t.results.get(step.judge, {}).get(metric)) for t in trials]
-        incumbent_score = scored[0][1]
-        best_trial, best_score = scored[0]
-        for trial, score in scored[1:]:
-            if score is not None and (best_score is None or score > best_score + min_gain):
-                best_trial, best_score = trial, score
-        chosen[step.key] = best_trial.overrides[step.key]
-        log.append(
-            {
-                "key": step.key,
-                "judge": step.judge,
-                "incumbent": values[0],
-                "incumbent_score": incumbent_score,
-                "chosen": chosen[step.key],
-                "trials": [
-                    {
-                        "value": t.overrides[step.key],
-                        "experiment": t.name,
-                        "error": t.error,
-                        "gain_over_incumbent": None if t is trials[0] else paired_gain(trials[0], t, block, step.judge, metric),
-                        "models": {
-                            m: {
-                                k: t.results.get(m, {}).get(k)
-                                for k in (metric, metric.replace("ndcg", "map"))
-                            }
-                            | {"interval": t.intervals.get(m, {}).get(metric)}
-                            for m in ("ranker", "als", "popularity")
-                        },
-                    }
-                    for t in trials
-                ],
-            }
-        )
-        if on_step is not None:
-            on_step(dict(chosen), log)
+    done: dict[str, Trial] = {}
+    for pass_number in range(1, space.max_passes + 1):
+        changed = False
+        for step in space.steps:
+            values = list(dict.fromkeys(json.dumps(v, sort_keys=True) for v in [chosen[step.key], *step.values]))
+            trials = [Trial(overrides={**chosen, step.key: json.loads(value)}) for value in values]
+            trials = [done.get(t.key, t) for t in trials]
+            run_trials([t for t in trials if t.key not in done], space, jobs)
+            done.update({t.key: t for t in trials})
+            incumbent = trials[0]
+            entries = [_trial_entry(t, incumbent, step, space) for t in trials]
+            best, best_gain = incumbent, None
+            for trial, entry in zip(trials[1:], entries[1:], strict=True):
+                gain = entry["gain_over_incumbent"]
+                if gain and gain["accepted"] and (best_gain is None or gain["mean"] > best_gain):
+                    best, best_gain = trial, gain["mean"]
+            if best is not incumbent:
+                chosen[step.key] = best.overrides[step.key]
+                changed = True
+            log.append(
+                {
+                    "pass": pass_number,
+                    "key": step.key,
+                    "judge": step.judge,
+                    "incumbent": incumbent.overrides[step.key],
+                    "chosen": chosen[step.key],
+                    "trials": entries,
+                }
+            )
+            if on_step is not None:
+                on_step(dict(chosen), log)
+        if not changed:
+            break
     return chosen, log
 
 
+def _mean_cell(values: Sequence[float] | None) -> str:
+    if not values:
+        return "failed"
+    mean = math.fsum(values) / len(values)
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
 def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
-    """The selection log as Markdown (one table per step)."""
+    """The selection log as Markdown: the rule, one table per step, the feature-group ablation, the choice."""
     data, label = meta.get("data") or {}, meta.get("label") or {}
+    metric = meta["metric"]
     lines = [
         "# Selection log (validation block only)",
         "",
-        f"Data: source `{data.get('source')}`, profile `{data.get('profile')}`, scale `{data.get('scale')}`; "
-        f"label: `{label.get('kind')}` (threshold {label.get('threshold')}); block: `{meta['block']}`; "
-        f"judged on {meta['metric']}; a value replaces the incumbent only if better by more than "
-        f"{meta['min_gain']}. The paired gain is over the same validation users (95% bootstrap interval).",
+        f"Data: source `{data.get('source')}`, profile `{data.get('profile')}`, story `{data.get('story')}`, scale "
+        f"`{data.get('scale')}`; label: `{label.get('kind')}` (threshold {label.get('threshold')}); block: "
+        f"`{meta['block']}`; judged on {metric}, mean ± sd over seeds {meta['seeds']} (ALS and ranker retrained "
+        f"with each). A value replaces the incumbent only if its gain, paired by seed, passes a one-sided t test at "
+        f"{meta['alpha']} (t > the critical t with n - 1 df); among several, the largest gain wins. Coordinate "
+        f"passes from the neutral start (`selection/space.yaml`) until one changes nothing (at most {meta['max_passes']}).",
         "",
     ]
     for step in log:
-        lines += [f"## `{step['key']}` (judged on {step['judge']})", ""]
-        lines += ["| value | ranker NDCG@10 [95% CI] | ranker MAP@10 | als NDCG@10 [95% CI] | popularity NDCG@10 | "
-                  f"gain of the judge ({step['judge']}) over the incumbent, paired [95% CI] | experiment |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"## Pass {step['pass']}: `{step['key']}` (judged on {step['judge']})", ""]
+        lines += [f"| value | ranker {metric} | ranker {metric.replace('ndcg', 'map')} | als {metric} | "
+                  f"gain of {step['judge']} over the incumbent (mean, sd; t vs critical) | experiment |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
         for trial in step["trials"]:
-            def cell(model: str, key: str) -> str:
-                value = trial["models"][model].get(key)
-                return "failed" if value is None else f"{value:.4f}"
-
-            def interval(model: str) -> str:
-                ci = trial["models"][model].get("interval")
-                return f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
-
+            models = trial["models"]
             mark = " **(chosen)**" if trial["value"] == step["chosen"] else ""
             gain = trial.get("gain_over_incumbent")
-            gain_text = "incumbent" if gain is None else f"{gain['mean']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]"
+            if trial["value"] == step["incumbent"]:
+                gain_text = "incumbent"
+            elif gain is None:
+                gain_text = "n/a"
+            else:
+                verdict = "beyond noise" if gain["accepted"] else "within noise"
+                gain_text = f"{gain['mean']:+.4f} (sd {gain['sd']:.4f}; t {gain['t']} vs {gain['critical_t']}): {verdict}"
             lines.append(
-                f"| `{trial['value']}`{mark} | {cell('ranker', meta['metric'])}{interval('ranker')} | "
-                f"{cell('ranker', meta['metric'].replace('ndcg', 'map'))} | {cell('als', meta['metric'])}{interval('als')} | "
-                f"{cell('popularity', meta['metric'])} | {gain_text} | {trial['experiment']} |"
+                f"| `{json.dumps(trial['value'])}`{mark} | {_mean_cell(models['ranker'].get(metric))} | "
+                f"{_mean_cell(models['ranker'].get(metric.replace('ndcg', 'map')))} | {_mean_cell(models['als'].get(metric))} | "
+                f"{gain_text} | {trial['experiment'] or trial.get('error') or ''} |"
             )
         lines.append("")
-    lines += ["## Chosen", "", *(f"- `{k}`: `{v}`" for k, v in chosen.items()), ""]
+    ablation = [step for step in log if step["key"] == "ranker.exclude_groups"]
+    if ablation:
+        last = ablation[-1]
+        lines += ["## Feature-group ablation (last pass)", "", f"| left out | ranker {metric} | change vs the incumbent |",
+                  "|---|---|---|"]  # fmt: skip
+        for trial in last["trials"]:
+            gain = trial.get("gain_over_incumbent")
+            change = "incumbent" if trial["value"] == last["incumbent"] else ("n/a" if gain is None else f"{gain['mean']:+.4f}")
+            lines.append(f"| `{json.dumps(trial['value'])}` | {_mean_cell(trial['models']['ranker'].get(metric))} | {change} |")
+        lines.append("")
+    lines += ["## Chosen", "", *(f"- `{k}`: `{json.dumps(v)}`" for k, v in chosen.items()), ""]
+    fixed = meta.get("fixed") or {}
+    if fixed:
+        lines += ["## Fixed (not searched)", "", *(f"- `{k}`: {reason}" for k, reason in fixed.items()), ""]
     return "\n".join(lines)
 
 
@@ -304,26 +336,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apply", action="store_true", help="write the chosen values into params.yaml")
     args = parser.parse_args(argv)
 
-    spec, steps = load_space(args.space)
-    block = spec.get("target", {}).get("block", "validation")
-    if block == "test":
+    space = load_space(args.space)
+    if space.block != "validation":
         print("error: selection: the test block is never used to choose settings", file=sys.stderr)
         return 2
-    metric = spec.get("target", {}).get("metric", "ndcg_at_10")
-    min_gain = float(spec.get("min_gain", 0.001))
     params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
-    meta = {"block": block, "metric": metric, "min_gain": min_gain, "data": params.get("data"), "label": params.get("label")}
+    missing = uncovered(space, params)
+    if missing:
+        print(f"error: selection: {args.space} neither searches nor fixes {missing}", file=sys.stderr)
+        return 2
+    meta = {
+        "block": space.block, "metric": space.metric, "seeds": list(space.seeds), "alpha": space.alpha,
+        "max_passes": space.max_passes, "start": space.start, "fixed": space.fixed,
+        "data": params.get("data"), "label": params.get("label"),
+    }  # fmt: skip
 
-    def write_logs(chosen: dict[str, Any], log: list[dict[str, Any]]) -> None:
+    def write_logs(chosen: dict[str, Any], log: list[dict[str, Any]], complete: bool = False) -> None:
         LOG_JSON.parent.mkdir(parents=True, exist_ok=True)
-        document = {"meta": meta, "steps": log, "chosen": chosen, "complete": len(log) == len(steps)}
+        document = {"meta": meta, "steps": log, "chosen": chosen, "complete": complete}
         LOG_JSON.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         LOG_MD.write_text(render_markdown(log, chosen, meta), encoding="utf-8")
 
-    chosen, log = select(
-        steps, params, block=block, metric=metric, min_gain=min_gain, jobs=args.jobs, on_step=write_logs
-    )
-    write_logs(chosen, log)
+    chosen, log = select(space, jobs=args.jobs, on_step=write_logs)
+    write_logs(chosen, log, complete=True)
     print(LOG_MD.read_text(encoding="utf-8"))
     if args.apply:
         changed = apply_to_params(chosen)

@@ -1,0 +1,111 @@
+"""The selection's search space (``selection/space.yaml``): where the search starts, what it varies, what it fixes.
+
+Every model setting of ``params.yaml`` (sections :data:`MODEL_SECTIONS`) is either searched (a step) or
+fixed with a reason; the search starts from stated neutral values (a library's documented default or an
+a-priori value, each with its reason), never from the committed ``params.yaml``. See
+docs/selection-and-review.md.
+
+Examples
+--------
+>>> space = parse_space({"target": {"block": "validation"}, "seeds": [1, 2, 3],
+...     "start": {"als.factors": {"value": 100, "reason": "implicit's default"}},
+...     "steps": [{"key": "als.factors", "values": [32, 100], "judge": "als"}], "fixed": {}})
+>>> space.start, space.steps[0].values
+({'als.factors': 100}, (32, 100))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+__all__ = ["MODEL_SECTIONS", "SPACE_FILE", "Space", "Step", "load_space", "parse_space", "uncovered"]
+
+SPACE_FILE: Final = Path("selection/space.yaml")
+# The sections whose every key is a modelling choice the selection must search or fix with a reason.
+MODEL_SECTIONS: Final = ("split", "label", "als", "candidates", "features", "ranker")
+JUDGES: Final = ("als", "ranker")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One coordinate of the search: a setting, its candidate values and the model that judges it."""
+
+    key: str  # "section.name"
+    values: tuple[Any, ...]
+    judge: str  # model whose validation metric (mean over the seeds) decides
+
+
+@dataclass(frozen=True)
+class Space:
+    """A parsed search space."""
+
+    block: str
+    metric: str
+    seeds: tuple[int, ...]
+    alpha: float  # one-sided level of the seed-paired test a gain must pass
+    max_passes: int
+    start: dict[str, Any]
+    start_reasons: dict[str, str]
+    steps: tuple[Step, ...]
+    fixed: dict[str, str] = field(default_factory=dict)  # key -> why it is not searched
+
+
+def _fail(path: Path | str, message: str) -> None:
+    raise ValueError(f"{path}: {message}")
+
+
+def parse_space(spec: Mapping[str, Any], where: Path | str = SPACE_FILE) -> Space:
+    """A :class:`Space` from the YAML mapping; a ``ValueError`` naming the file for a malformed one."""
+    target = spec.get("target") or {}
+    seeds = tuple(int(s) for s in spec.get("seeds", ()))
+    if len(set(seeds)) < 3 or len(set(seeds)) != len(seeds):
+        _fail(where, f"seeds {list(seeds)}: each candidate is judged on at least 3 distinct seeds")
+    steps = []
+    for raw in spec.get("steps") or []:
+        step = Step(key=str(raw["key"]), values=tuple(raw["values"]), judge=str(raw.get("judge", "ranker")))
+        if "." not in step.key or not step.values:
+            _fail(where, f"step {step.key!r} needs a 'section.name' key and at least one value")
+        if step.judge not in JUDGES:
+            _fail(where, f"step {step.key!r}: judge {step.judge!r} is not one of {list(JUDGES)}")
+        steps.append(step)
+    start_spec = spec.get("start") or {}
+    start, reasons = {}, {}
+    for key, entry in start_spec.items():
+        if not isinstance(entry, Mapping) or "value" not in entry or not str(entry.get("reason", "")).strip():
+            _fail(where, f"start {key!r}: expected {{value: ..., reason: ...}} (a neutral value and why)")
+        start[str(key)], reasons[str(key)] = entry["value"], str(entry["reason"])
+    missing_start = sorted({step.key for step in steps} - set(start))
+    if missing_start:
+        _fail(where, f"searched settings without a neutral start value: {missing_start}")
+    fixed = {str(key): str(reason) for key, reason in (spec.get("fixed") or {}).items()}
+    both = sorted(set(fixed) & {step.key for step in steps})
+    if both:
+        _fail(where, f"settings both searched and fixed: {both}")
+    return Space(
+        block=str(target.get("block", "validation")),
+        metric=str(target.get("metric", "ndcg_at_10")),
+        seeds=seeds,
+        alpha=float(spec.get("alpha", 0.05)),
+        max_passes=int(spec.get("max_passes", 2)),
+        start=start,
+        start_reasons=reasons,
+        steps=tuple(steps),
+        fixed=fixed,
+    )
+
+
+def load_space(path: Path = SPACE_FILE) -> Space:
+    """:func:`parse_space` of the YAML file."""
+    return parse_space(yaml.safe_load(Path(path).read_text(encoding="utf-8")), path)
+
+
+def uncovered(space: Space, params: Mapping[str, Any]) -> list[str]:
+    """The model settings of ``params`` (``section.key``) that the space neither searches nor fixes."""
+    covered = {step.key for step in space.steps} | set(space.fixed)
+    keys = [f"{section}.{key}" for section in MODEL_SECTIONS for key in (params.get(section) or {})]
+    return [key for key in keys if key not in covered]
