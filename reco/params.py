@@ -299,7 +299,7 @@ class EvaluateParams:
 class SeedSpreadParams:
     """The seeds the headline models are retrained with (stage ``seed_spread``); empty: skip."""
 
-    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    seeds: tuple[int, ...] = (1, 2, 3)
 
     def validate(self) -> None:
         if len(set(self.seeds)) != len(self.seeds) or len(self.seeds) == 1:
