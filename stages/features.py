@@ -1,7 +1,8 @@
 """Stage features: one feature table per pair set (``train``: the ranker's labels; a block: its candidates).
 
 Usage: ``python -m stages.features PAIRS HISTORY ALS_DIR CATALOGUE OUT_DIR``; CATALOGUE is a parquet
-file whose ``video_id`` values are the videos the ALS rank percentile is taken over. The table is
+file whose ``video_id`` values are the videos the ALS rank percentile is taken over: the serving
+catalogue (a block's videos), the same for the ranker's training rows as for the blocks. The table is
 built and written one user partition at a time (:func:`reco.models.features.write_feature_table`),
 on the engine ``compute`` names. See docs/protocol.md (what a feature may see).
 """

@@ -2,10 +2,12 @@
 
 Features describe the user (profile, history), the video (static columns, history, the daily
 counters of the days before the row's serving date), the pair (ALS score and rank among the user's
-unwatched videos, tag and duration affinity, taste residuals). They see only the history passed
-in, the ALS model fitted on it and no platform counter of the row's view day or later; a table is
-built one user partition at a time with exact sums, so its bytes do not depend on the partitioning
-or the compute engine. See docs/protocol.md (point-in-time rules) and docs/scaling.md.
+unwatched videos of the serving catalogue, tag and duration affinity, taste residuals). They see
+only the history passed in, the ALS model fitted on it and no platform counter of the row's view
+day or later, and none depends on the history's size (shares and rates, not raw counts), so the
+ranker's training rows and the blocks' rows are on one scale; a table is built one user partition
+at a time with exact sums, so its bytes do not depend on the partitioning or the compute engine.
+See docs/protocol.md (point-in-time rules), docs/design/models.md (features) and docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import scipy.sparse
 
 from reco import portable_math
 from reco.compute import iter_user_partitions, map_user_partitions, tree_reduce
 from reco.data.labels import labelled_ratio
 from reco.errors import InputDataError
 from reco.exact_sums import exact_mean, exact_sum, exact_units, from_units
-from reco.models.als import AlsModel, item_scores
+from reco.models.als import AlsModel
+from reco.models.als_features import als_pair_features, seen_matrix
 from reco.params import ComputeParams
 from reco.partitions import FrameRows, UserRowIndex, partition_count, write_parquet_partitions
 from reco.schema import Columns
@@ -268,13 +270,37 @@ def history_stats(
     return HistoryStats.from_partials(tree_reduce(partials, combine_item_partials))
 
 
-def _item_history_frame(stats: HistoryStats, smoothing: float) -> pl.DataFrame:
+def relative_views(views: pl.Expr, population: int, history_views: int) -> pl.Expr:
+    """``log`` of ``views`` over the average member's: ``views * population / history_views`` (0 = average).
+
+    ``population`` is the platform's number of users (or videos), from the side tables, not
+    the history's: the value then does not depend on the history's size. Holding out a random
+    share of the pairs, or cutting the history's last days, scales a member's views and the
+    history's total alike, where a raw count (``log1p(views)``) shrinks with the history. The
+    product is an exact integer in float64 and the division is rounded once, so the value has the
+    same bits on every CPU. Null when the history is empty.
+
+    Examples
+    --------
+    >>> whole = pl.DataFrame({"n": [5, 40]})  # 10 users, 400 views: the average user has 40
+    >>> whole.select(relative_views(pl.col("n"), 10, 400).round(4))["n"].to_list()
+    [-2.0794, 0.0]
+    >>> kept = pl.DataFrame({"n": [4, 32]})  # 80% of every user's views: the same values
+    >>> kept.select(relative_views(pl.col("n"), 10, 320).round(4))["n"].to_list()
+    [-2.0794, 0.0]
+    """
+    if history_views <= 0 or population <= 0:
+        return pl.lit(None, dtype=pl.Float64)
+    return _portable_log(views.cast(pl.Float64) * float(population) / float(history_views))
+
+
+def _item_history_frame(stats: HistoryStats, smoothing: float, n_items: int) -> pl.DataFrame:
     """Per video: the item history features and the means the residuals subtract."""
     n = pl.col("n")
     log_mean = _smoothed(from_units(pl.col("log_units")), n, stats.global_log, smoothing)
     return stats.items.lazy().select(
         Columns.item,
-        _portable_log1p("n").alias("i_views"),
+        relative_views(n, n_items, stats.views).alias("i_views_rel"),
         _smoothed(pl.col("pos"), n, stats.global_rate, smoothing).alias("i_pos_rate"),
         log_mean.alias("i_log_wr_mean"),
         (pl.col("pos") / n).alias("_item_pos"),
@@ -287,19 +313,21 @@ def _item_history_frame(stats: HistoryStats, smoothing: float) -> pl.DataFrame:
 # ------------------------------------------------------------------------------------------------
 
 
-def _user_history(marked: pl.LazyFrame, global_rate: float, smoothing: float) -> pl.LazyFrame:
-    """Per user: views, smoothed positive rate, mean log watch ratio, median seconds watched."""
+def _user_history(marked: pl.LazyFrame, context: FeatureContext) -> pl.LazyFrame:
+    """Per user: relative views, smoothed positive rate, mean log watch ratio, median seconds watched."""
     return (
         marked.group_by(Columns.user)
         .agg(
-            pl.len().alias("u_views"),
+            pl.len().alias("u_views_rel"),  # the count first (the column keeps its place), made relative below
             pl.col("_pos").sum().alias("_pos_sum"),
             exact_mean(pl.col("_log_wr")).alias("u_log_wr_mean"),
             (pl.col(Columns.play_duration).median() / 1000.0).alias("u_play_s_median"),
         )
         .with_columns(
-            _smoothed(pl.col("_pos_sum"), pl.col("u_views"), global_rate, smoothing).alias("u_pos_rate"),
-            _portable_log1p("u_views").alias("u_views"),
+            _smoothed(pl.col("_pos_sum"), pl.col("u_views_rel"), context.global_rate, context.smoothing).alias(
+                "u_pos_rate"
+            ),
+            relative_views(pl.col("u_views_rel"), context.n_users, context.history_views).alias("u_views_rel"),
         )
         .drop("_pos_sum")
         .sort(Columns.user)
@@ -384,18 +412,6 @@ def _item_keys(items: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def user_history_features(history: pl.DataFrame, threshold: float, smoothing: float) -> pl.DataFrame:
-    """Per-user aggregates of the history: views, smoothed positive rate, log watch ratio, seconds."""
-    stats = HistoryStats.from_partials(item_partials(history, threshold))
-    return _user_history(_history_with_marks(history, threshold), stats.global_rate, smoothing).collect()
-
-
-def item_history_features(history: pl.DataFrame, threshold: float, smoothing: float) -> pl.DataFrame:
-    """Per-video aggregates of the history (popularity and smoothed positive rate)."""
-    stats = HistoryStats.from_partials(item_partials(history, threshold))
-    return _item_history_frame(stats, smoothing).select(Columns.item, "i_views", "i_pos_rate", "i_log_wr_mean")
-
-
 def user_affinity_features(
     history: pl.DataFrame, items: pl.DataFrame, pairs: pl.DataFrame, threshold: float, smoothing: float
 ) -> pl.DataFrame:
@@ -409,7 +425,7 @@ def user_affinity_features(
         ``ux_tag_lwr_resid_max`` (float32; null for users without history).
     """
     stats = HistoryStats.from_partials(item_partials(history, threshold))
-    item_frame = _item_history_frame(stats, smoothing)
+    item_frame = _item_history_frame(stats, smoothing, items.height)
     rows = pairs.lazy().select(PAIR).with_row_index(ROW)
     affinity = _affinity(
         _history_with_marks(history, threshold),
@@ -419,106 +435,6 @@ def user_affinity_features(
         smoothing,
     )
     return rows.join(affinity, on=ROW, how="left", maintain_order="left").drop(ROW).collect()
-
-
-# ------------------------------------------------------------------------------------------------
-# ALS pair features
-# ------------------------------------------------------------------------------------------------
-
-
-def seen_matrix(model: AlsModel, history: pl.DataFrame) -> scipy.sparse.csr_matrix:
-    """Users x items (model positions) 0/1 CSR of the pairs in ``history``: what each user has watched."""
-    pairs = history.select(Columns.user, Columns.item).unique()
-    rows = model.user_ids.index_of(pairs[Columns.user].to_numpy())
-    cols = model.item_ids.index_of(pairs[Columns.item].to_numpy())
-    known = (rows >= 0) & (cols >= 0)
-    matrix = scipy.sparse.csr_matrix(
-        (np.ones(int(known.sum()), dtype=np.float32), (rows[known], cols[known])),
-        shape=(len(model.user_ids), len(model.item_ids)),
-    )
-    matrix.sort_indices()
-    return matrix
-
-
-def _order_keys(scores: np.ndarray) -> np.ndarray:
-    """Order-preserving uint64 keys of float32 scores (``-0.0`` as ``+0.0``; NaN not allowed)."""
-    bits = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
-    negative = (bits >> np.uint32(31)).astype(bool)
-    return np.where(negative, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
-
-
-def als_pair_features(
-    model: AlsModel,
-    pairs: pl.DataFrame,
-    catalogue: np.ndarray,
-    seen: scipy.sparse.csr_matrix | None = None,
-    chunk_users: int = 512,
-) -> pl.DataFrame:
-    """ALS score of each pair and its rank percentile among the user's unwatched catalogue videos.
-
-    ``als_rank_pct`` = (1 + number of unwatched catalogue items scored higher) / number of
-    unwatched catalogue items, so 0 is the top. ``seen`` (:func:`seen_matrix` of the history)
-    marks the watched videos, which are left out of both counts (as are catalogue videos unknown
-    to ALS), exactly as the candidates stage leaves them out of its list: a candidate at rank r
-    of the block's unwatched videos has ``als_rank_pct = r / n_unwatched``, and a training row
-    gets the same quantity over the whole catalogue. Unknown users/items give null.
-
-    Each user's ranks depend on that user's scores only (integer sort keys, not float offsets),
-    so the result is the same whichever users share a chunk or a partition.
-    """
-    users = pairs[Columns.user].to_numpy()
-    items = pairs[Columns.item].to_numpy()
-    catalogue = np.unique(np.asarray(catalogue, dtype=np.int32))
-    pos_of_item = np.searchsorted(catalogue, items).clip(max=len(catalogue) - 1)
-    pos_of_item = np.where(catalogue[pos_of_item] == items, pos_of_item, -1)
-    catalogue_cols = model.item_ids.index_of(catalogue)
-    score = np.full(len(pairs), np.nan, dtype=np.float32)
-    rank_pct = np.full(len(pairs), np.nan, dtype=np.float32)
-    order = np.argsort(users, kind="stable")
-    unique_users, starts = np.unique(users[order], return_index=True)
-    bounds = np.append(starts, len(order))
-    for chunk_start in range(0, len(unique_users), chunk_users):
-        chunk = unique_users[chunk_start : chunk_start + chunk_users]
-        lo, hi = bounds[chunk_start], bounds[min(chunk_start + chunk_users, len(unique_users))]
-        rows = order[lo:hi]
-        matrix = item_scores(model, chunk, catalogue)  # (len(chunk), n_catalogue) float32, NaN for unknown
-        row_of = np.searchsorted(chunk, users[rows])
-        cols = pos_of_item[rows]
-        known = cols >= 0
-        pair_scores = np.full(len(rows), np.nan, dtype=np.float32)
-        pair_scores[known] = matrix[row_of[known], cols[known]]
-        ranked = np.isfinite(matrix)  # NaN: unknown to ALS, left out like a watched video
-        if seen is not None:  # watched videos leave the ranking (and its denominator)
-            model_rows = model.user_ids.index_of(chunk)
-            known_rows, known_cols = np.flatnonzero(model_rows >= 0), np.flatnonzero(catalogue_cols >= 0)
-            if known_rows.size and known_cols.size:
-                watched = seen[model_rows[known_rows]][:, catalogue_cols[known_cols]].toarray() > 0
-                block = ranked[np.ix_(known_rows, known_cols)]
-                block[watched] = False
-                ranked[np.ix_(known_rows, known_cols)] = block
-        available = ranked.sum(axis=1)
-        # Rank by sorted rows + one flattened searchsorted: each row's keys carry the row number in
-        # their high 32 bits (exact integers), left-out entries sort first within their row.
-        n_cat = matrix.shape[1]
-        row_bits = np.arange(len(chunk), dtype=np.uint64)[:, None] << np.uint64(32)
-        keys = np.where(ranked, _order_keys(np.where(ranked, matrix, 0.0)), np.uint64(0))
-        sorted_keys = (np.sort(keys, axis=1) | row_bits).ravel()
-        ok = known & ~np.isnan(pair_scores)
-        pair_keys = _order_keys(pair_scores[ok]) | (row_of[ok].astype(np.uint64) << np.uint64(32))
-        higher = (row_of[ok] + 1) * n_cat - np.searchsorted(sorted_keys, pair_keys, side="right")
-        pair_ranks = np.full(len(rows), np.nan, dtype=np.float32)
-        pair_ranks[ok] = (higher + 1) / np.maximum(available[row_of[ok]], 1)
-        score[rows] = pair_scores
-        rank_pct[rows] = pair_ranks
-    return pl.DataFrame(
-        {
-            Columns.user: users,
-            Columns.item: items,
-            "als_score": pl.Series(score).fill_nan(None),
-            "als_rank_pct": pl.Series(rank_pct).fill_nan(None),
-        },
-        schema_overrides={Columns.user: pl.Int32, Columns.item: pl.Int32},
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -535,9 +451,12 @@ class FeatureContext:
     user_profile, item_static, item_history, item_keys, item_means, daily
         Per-user and per-video tables (the daily one per video and serving date).
     als_model, catalogue
-        The ALS model and the videos its rank percentile is taken over.
+        The ALS model and the serving catalogue its rank percentile is taken over.
     global_rate
         The history's positive rate (the prior of the users' smoothed rates).
+    n_users, history_views
+        The platform's number of users (the users side table) and the history's number of views:
+        ``u_views_rel`` is a user's views over ``history_views / n_users``.
     threshold, smoothing
         ``label.threshold`` and ``features.popularity_smoothing``.
     label_columns
@@ -557,6 +476,8 @@ class FeatureContext:
     global_rate: float
     threshold: float
     smoothing: float
+    n_users: int
+    history_views: int
     label_columns: tuple[str, ...] = ()
     latest_serving_date: dt.date | None = None
     history_columns: tuple[str, ...] = field(default=())
@@ -602,7 +523,7 @@ def feature_context(
 ) -> FeatureContext:
     """The :class:`FeatureContext` of a history's :class:`HistoryStats` and the side tables of ``sources``."""
     users, items = sources.users, sources.items
-    item_frame = _item_history_frame(stats, smoothing)
+    item_frame = _item_history_frame(stats, smoothing, items.height)
     return FeatureContext(
         user_profile=users.select(
             Columns.user,
@@ -616,7 +537,7 @@ def feature_context(
             pl.col("n_tags").cast(pl.Float32),
             pl.col(Columns.tags).list.first().cast(pl.Int16).alias("primary_tag"),
         ),
-        item_history=item_frame.select(Columns.item, "i_views", "i_pos_rate", "i_log_wr_mean"),
+        item_history=item_frame.select(Columns.item, "i_views_rel", "i_pos_rate", "i_log_wr_mean"),
         item_keys=_item_keys(items),
         item_means=item_frame.select(Columns.item, "_item_pos", "_item_log"),
         daily=item_daily_window_features(sources.item_daily, daily_window_days).rename({Columns.date: _SERVING}),
@@ -625,6 +546,8 @@ def feature_context(
         global_rate=stats.global_rate,
         threshold=threshold,
         smoothing=smoothing,
+        n_users=users.height,
+        history_views=stats.views,
         label_columns=tuple(label_columns),
         latest_serving_date=latest_serving_date,
         history_columns=tuple(history_columns),
@@ -651,7 +574,7 @@ def describe_pairs(pairs: pl.DataFrame, history: pl.DataFrame, context: FeatureC
     )
     frame = (
         base.join(context.user_profile.lazy(), on=Columns.user, how="left", maintain_order="left")
-        .join(_user_history(marked, context.global_rate, context.smoothing), on=Columns.user, how="left", maintain_order="left")
+        .join(_user_history(marked, context), on=Columns.user, how="left", maintain_order="left")
         .join(context.item_static.lazy(), on=Columns.item, how="left", maintain_order="left")
         .join(context.item_history.lazy(), on=Columns.item, how="left", maintain_order="left")
         .join(context.daily.lazy(), on=[Columns.item, _SERVING], how="left", maintain_order="left")

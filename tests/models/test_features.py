@@ -196,7 +196,7 @@ def test_rows_without_a_view_date_get_no_daily_features(world: dict) -> None:
     pairs = world["pairs"].with_columns(pl.lit(None, dtype=pl.Date).alias(Columns.date))
     frame = build(world, world["history"], world["daily"], pairs)
     assert frame["d_play_rate"].null_count() == frame.height
-    assert frame["u_views"].null_count() < frame.height  # the other features are still there
+    assert frame["u_views_rel"].null_count() < frame.height  # the other features are still there
 
 
 def test_row_order_and_labels_are_kept(world: dict) -> None:
