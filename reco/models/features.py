@@ -808,10 +808,7 @@ def training_partition(
 
 
 def training_rows(rows: pl.DataFrame, chosen: np.ndarray, candidate_rank_pct: float) -> pl.DataFrame:
-    """:func:`training_partition` of a partition already read: ``rows`` carry the file's row index ``_row``.
-
-    Used as is by the seed spread, which first recomputes the partition's ALS columns.
-    """
+    """:func:`training_partition` of a partition already read: ``rows`` carry the file's row index ``_row``."""
     keep = pl.col(Columns.user).is_in(pl.Series(chosen, dtype=rows.schema[Columns.user]).implode())
     if candidate_rank_pct < 1 and "als_rank_pct" in rows.columns:
         # the same expression as prepare_training_parts: pairs unknown to ALS (null rank) stay
