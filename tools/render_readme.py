@@ -110,16 +110,55 @@ def render_results(
     return "\n".join([caption, "", *lines, "", sources]) + "\n"
 
 
+def render_stories(stories: list[Mapping[str, Any]]) -> str:
+    """A table of each simulator story's test headline (``metrics/stories/<story>.json``), or ``""``.
+
+    Examples
+    --------
+    >>> story = {"story": "s", "params": "p", "blocks": {"test": {"ndcg_at_10": {"ranker": 0.8, "als": 0.7,
+    ...     "popularity": 0.5, "oracle": 0.9}, "ranker_share_of_oracle": 0.8889, "paired_ndcg_at_10":
+    ...     {"ranker-als": {"mean": 0.1, "low": 0.09, "high": 0.11}}, "candidates_recall_at_200": {"merged_list": 0.4}}}}
+    >>> render_stories([story]).splitlines()[2]
+    '| `s` | 0.8000 | 0.7000 | 0.5000 | 0.9000 | 0.889 | +0.1000 [+0.090, +0.110] | 0.400 | p |'
+    """
+    if not stories:
+        return ""
+    lines = [
+        "| story (test block) | ranker | als | popularity | oracle | ranker / oracle | ranker - als [95% CI] | "
+        "candidates recall@N | params |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for story in stories:
+        test = story["blocks"]["test"]
+        ndcg, gap = test["ndcg_at_10"], test["paired_ndcg_at_10"].get("ranker-als")
+        recall = next((v["merged_list"] for k, v in test.items() if k.startswith("candidates_recall_at_")), None)
+        gap_text = "" if gap is None else f"{gap['mean']:+.4f} [{gap['low']:+.3f}, {gap['high']:+.3f}]"
+        cells = [f"{ndcg.get(model, float('nan')):.4f}" for model in ("ranker", "als", "popularity", "oracle")]
+        lines.append(
+            f"| `{story['story']}` | {' | '.join(cells)} | {test['ranker_share_of_oracle']:.3f} | {gap_text} | "
+            f"{'' if recall is None else f'{recall:.3f}'} | {story['params']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def render_from_files(root: Path = REPO) -> str:
-    """:func:`render_results` of the metrics files under ``root``."""
+    """:func:`render_results` of the metrics files under ``root``, then the stories' table if any."""
     metrics = _read_json(root / "metrics" / "metrics.json")
     if metrics is None:
         raise FileNotFoundError(f"{root / 'metrics' / 'metrics.json'} not found; run `dvc repro` first")
-    return render_results(
+    block = render_results(
         metrics,
         _read_json(root / "metrics" / "uncertainty.json"),
         _read_json(root / "metrics" / "seed_spread.json"),
     )
+    stories = [_read_json(path) for path in sorted((root / "metrics" / "stories").glob("*.json"))]
+    table = render_stories([story for story in stories if story is not None])
+    if table:
+        block += (
+            "\nNDCG@10 on each simulator story (`data.story`), from `metrics/stories/*.json` "
+            "(`python -m tools.story_results`):\n\n" + table
+        )
+    return block
 
 
 def replace_block(text: str, block: str) -> str:
