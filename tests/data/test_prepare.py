@@ -13,7 +13,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from reco.data.prepare import INTERACTION_DROP_REASONS, prepare_all, read_caption_categories
+from reco.data.interactions import INTERACTION_DROP_REASONS
+from reco.data.prepare import prepare_all
+from reco.data.side_tables import read_caption_categories
 from reco.errors import InputDataError
 from reco.schema import (
     INTERACTION_COLUMNS,

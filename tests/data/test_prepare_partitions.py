@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reco.data import prepare
+from reco.data import interactions, side_tables
 from reco.data.prepare import prepare_all
 from reco.errors import InputDataError
 from reco.schema import INTERACTION_COLUMNS, INTERACTION_SCHEMA, Columns, PreparedFiles, RawFiles
@@ -73,13 +74,15 @@ def raw_dir(tmp_path: Path, kuairec_real_dir: Path) -> Path:
 
 
 class _CallCounter:
-    """Wrap a function of :mod:`reco.data.prepare`; count the calls, optionally fail at the n-th."""
+    """Wrap a function of a module that :func:`prepare_all` uses; count the calls, optionally fail at the n-th."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, fail_at: int | None = None) -> None:
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, fail_at: int | None = None
+    ) -> None:
         self.calls = 0
-        self._wrapped = getattr(prepare, name)
+        self._wrapped = getattr(module, name)
         self._fail_at = fail_at
-        monkeypatch.setattr(prepare, name, self)
+        monkeypatch.setattr(module, name, self)
 
     def __call__(self, *args: object, **kwargs: object) -> object:
         self.calls += 1
@@ -102,8 +105,8 @@ def test_partition_size_changes_nothing(
     raw_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, partition_rows: int
 ) -> None:
     whole = prepare_all(raw_dir, tmp_path / "whole")  # one partition per matrix at this size
-    partitions = _CallCounter(monkeypatch, "_clean_partition")
-    resplits = _CallCounter(monkeypatch, "_exact_ranges")
+    partitions = _CallCounter(monkeypatch, interactions, "_clean_partition")
+    resplits = _CallCounter(monkeypatch, interactions, "_exact_ranges")
     split = prepare_all(raw_dir, tmp_path / "split", partition_rows=partition_rows)
 
     assert partitions.calls > 2  # the multi-partition path did run, for both matrices
@@ -139,7 +142,7 @@ def test_refusals_do_not_depend_on_partitions(raw_dir: Path, tmp_path: Path, n_u
         lines = [HEADER] + [f"{u},1,1,0,,20200705,1593878903.0,inf" for u in KNOWN_USERS for _ in range(3)]
         _write(raw_dir / RawFiles.big_matrix, lines)
     messages = []
-    for partition_rows in (prepare.PARTITION_ROWS, 1, 40):
+    for partition_rows in (interactions.PARTITION_ROWS, 1, 40):
         with pytest.raises(InputDataError) as info:
             prepare_all(raw_dir, tmp_path / f"out{partition_rows}", partition_rows=partition_rows)
         messages.append(str(info.value))
@@ -154,17 +157,17 @@ def test_refusals_do_not_depend_on_partitions(raw_dir: Path, tmp_path: Path, n_u
 
 
 @pytest.mark.parametrize(
-    ("function", "fail_at"),
+    ("module", "function", "fail_at"),
     [
-        ("_clean_partition", 2),  # while cleaning the second partition of big_matrix
-        ("_sink_ranges", 2),  # while splitting an oversized partition again
-        ("_median_by_video", 1),  # after both matrices were written
+        (interactions, "_clean_partition", 2),  # while cleaning the second partition of big_matrix
+        (interactions, "_sink_ranges", 2),  # while splitting an oversized partition again
+        (side_tables, "_median_by_video", 1),  # after both matrices were written
     ],
 )
 def test_failure_in_the_middle_leaves_no_output(
-    raw_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str, fail_at: int
+    raw_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: ModuleType, function: str, fail_at: int
 ) -> None:
-    _CallCounter(monkeypatch, function, fail_at=fail_at)
+    _CallCounter(monkeypatch, module, function, fail_at=fail_at)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="injected failure"):
         prepare_all(raw_dir, out, partition_rows=40)
@@ -219,7 +222,7 @@ def test_user_ranges_cover_every_row_once_in_order(
     users: list[int | None], bounds: list[int], nulls_apart: bool
 ) -> None:
     frame = pl.DataFrame({Columns.user: users}, schema={Columns.user: pl.Int32})
-    ranges = prepare._UserRanges(tuple(bounds), nulls_apart)
+    ranges = interactions._UserRanges(tuple(bounds), nulls_apart)
     filters = ranges.filters()
     assert len(filters) == len(ranges)
     member = frame.select(f.fill_null(False).cast(pl.Int8).alias(str(i)) for i, f in enumerate(filters))
@@ -234,12 +237,12 @@ def test_exact_ranges_bound_the_rows_per_range(tmp_path: Path) -> None:
     users = [1] * 5 + [2] * 2 + [3] * 9 + [4] * 1 + [5] * 3 + [None] * 4
     path = tmp_path / "partition.parquet"
     pl.DataFrame({Columns.user: users}, schema={Columns.user: pl.Int32}).write_parquet(path)
-    ranges = prepare._exact_ranges(path, partition_rows=6)
-    assert ranges == prepare._UserRanges(bounds=(3, 4), nulls_apart=True)
+    ranges = interactions._exact_ranges(path, partition_rows=6)
+    assert ranges == interactions._UserRanges(bounds=(3, 4), nulls_apart=True)
     frame = pl.read_parquet(path)
     sizes = [frame.filter(f).height for f in ranges.filters()]
     assert sizes == [7, 9, 4, 4]  # at most 6 rows plus those of the range's last user; nulls apart
-    assert prepare._exact_ranges(path, partition_rows=100) == prepare._UserRanges()
+    assert interactions._exact_ranges(path, partition_rows=100) == interactions._UserRanges()
 
 
 @settings(max_examples=60, deadline=None)
@@ -256,17 +259,17 @@ def test_streamed_median_equals_polars_median(views: list[tuple[int, int | None]
         .filter(pl.col("_big").is_not_null())
         .sort(Columns.item)
     )
-    found = prepare._median_by_video(frame.lazy()).sort(Columns.item)
+    found = side_tables._median_by_video(frame.lazy()).sort(Columns.item)
     assert found.equals(expected)
 
 
 def test_scratch_folder_is_hidden_beside_the_output_and_removed(tmp_path: Path) -> None:
     target = tmp_path / PreparedFiles.big
-    with prepare._scratch_dir(target) as scratch:
+    with interactions._scratch_dir(target) as scratch:
         assert scratch.parent == tmp_path and scratch.name.startswith(f".{target.name}.{os.getpid()}.")
         assert scratch.name.endswith(".tmp")
         (scratch / "x.parquet").write_bytes(b"")
     assert not scratch.exists()
-    with pytest.raises(ValueError, match="boom"), prepare._scratch_dir(target) as scratch:
+    with pytest.raises(ValueError, match="boom"), interactions._scratch_dir(target) as scratch:
         raise ValueError("boom")
     assert not scratch.exists()
