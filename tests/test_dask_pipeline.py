@@ -1,12 +1,12 @@
 """``compute.engine: dask`` through the stage scripts: candidates, features and evaluate as in local mode.
 
-The tiny simulator profile (``TINY_OVERRIDES`` of test_pipeline.py) runs ingest to train_ranker
-once, in local mode. A copy of those outputs then reruns candidates, features and evaluate with
-``compute.engine: dask`` on a LocalCluster of 2 worker processes (``scheduler: null``, loopback
-only), 3 user partitions so every partitioned step has several; the original runs evaluate in
-local mode with the same partitions. Both evaluate the same ranker (the one trained in local
-mode: ``lightgbm.dask`` may differ, and is tested in test_ranker_dask.py), so every output of
-those stages must be byte-identical between the engines.
+The local run is the session's ``tiny_pipeline`` (``TINY_OVERRIDES``, built once with ``dvc repro`` in
+local mode; read only). A copy of it, with its candidates, features and evaluation outputs deleted,
+reruns candidates, features and evaluate with ``compute.engine: dask`` on a LocalCluster of 2 worker
+processes (``scheduler: null``, loopback only) and the same ``compute.user_partitions`` as the local
+run (several, so every partitioned step has several): the engine is the only difference. Both
+evaluate the same ranker (the one trained in local mode: ``lightgbm.dask`` may differ, and is tested
+in test_ranker_dask.py), so every output of those stages must be byte-identical between the engines.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from project_copy import copy_project, merge_params, run
-from test_pipeline import TINY_OVERRIDES
+from project_copy import copy_built, merge_params, run
 
-COMPUTE = {"scheduler": None, "workers": 2, "threads_per_worker": 1, "user_partitions": 3}
-UPSTREAM = ("ingest", "prepare", "split", "train_als", "candidates", "features", "train_ranker")
+COMPUTE = {"engine": "dask", "scheduler": None, "workers": 2, "threads_per_worker": 1}
 ON_ENGINE = ("candidates", "features", "evaluate")  # the stages rerun with engine dask
 COMPARED = ("data/candidates", "data/features", "data/evaluation", "metrics/candidates", "metrics/blocks")
 
@@ -52,38 +50,34 @@ def run_stages(workdir: Path, names: tuple[str, ...]) -> None:
         run(argv, cwd=workdir, check=True, timeout=600)
 
 
-def set_compute(workdir: Path, engine: str) -> None:
+def set_compute(workdir: Path) -> None:
+    """Switch ``workdir``'s params to :data:`COMPUTE` (``user_partitions`` kept as it is)."""
     path = workdir / "params.yaml"
-    params = merge_params(yaml.safe_load(path.read_text(encoding="utf-8")), {"compute": {**COMPUTE, "engine": engine}})
+    params = merge_params(yaml.safe_load(path.read_text(encoding="utf-8")), {"compute": COMPUTE})
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
 def digests(workdir: Path) -> dict[str, str]:
-    """sha256 of every file under :data:`COMPARED`, by path relative to ``workdir``."""
+    """sha256 of every file under :data:`COMPARED`, by path relative to ``workdir`` (DVC's .gitignore left out)."""
     return {
         path.relative_to(workdir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for top in COMPARED
         for path in sorted((workdir / top).rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.name != ".gitignore"
     }
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def engines(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny pipeline's candidates, features and evaluation with each engine, on the same upstream outputs."""
-    local = copy_project(tmp_path_factory.mktemp("engines") / "local", overrides=TINY_OVERRIDES)
-    set_compute(local, "local")
-    run_stages(local, UPSTREAM)
-    dask = local.with_name("dask")
-    shutil.copytree(local, dask, symlinks=True)
-    set_compute(dask, "dask")
-    for name in ("candidates", "features"):  # the dask copy recomputes what local mode already wrote
-        for top in COMPARED:
-            if top.endswith(name):
-                shutil.rmtree(dask / top)
+    compute = yaml.safe_load((tiny_pipeline / "params.yaml").read_text(encoding="utf-8"))["compute"]
+    assert compute["engine"] == "local" and compute["user_partitions"] >= 2, compute
+    dask = copy_built(tiny_pipeline, tmp_path_factory.mktemp("engines") / "dask")
+    set_compute(dask)
+    for top in COMPARED:  # the dask copy recomputes all of it: nothing of local mode's may stay behind
+        shutil.rmtree(dask / top)
     run_stages(dask, ON_ENGINE)
-    run_stages(local, ("evaluate",))
-    return {"local": local, "dask": dask}
+    return {"local": tiny_pipeline, "dask": dask}
 
 
 def test_candidates_features_and_evaluation_are_byte_identical(engines: dict[str, Path]) -> None:

@@ -1,6 +1,6 @@
 """Sharing results through a DVC remote, as docs/remote.md documents.
 
-A tiny-profile repository is built once in a temporary folder, its results committed and pushed to
+A copy of the session's tiny-profile pipeline (``tiny_pipeline``) has its results committed and pushed to
 a temporary local remote set up with docs/remote.md's commands (``dvc remote add -d``, ``dvc remote
 modify ... verify true``, ``dvc push``). The tests prove that:
 
@@ -31,8 +31,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from project_copy import copy_project, dvc, init_repo, run
-from test_pipeline import TINY_OVERRIDES
+from project_copy import copy_built, dvc, run
 
 REMOTE_NAME = "storage"
 MARKER = b"CORRUPTED-BY-TEST"  # same length overwrite: the object's size does not change
@@ -123,11 +122,14 @@ def files_starting_with(workdir: Path, prefix: bytes) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Shared:
-    """The tiny pipeline, run and committed, then pushed to a local remote set up as docs/remote.md says."""
-    workdir = copy_project(tmp_path_factory.mktemp("origin") / "repo", overrides=TINY_OVERRIDES, extra_dirs=("plots",))
-    init_repo(workdir, "tiny pipeline")
-    dvc("repro", cwd=workdir)
+def shared(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Shared:
+    """The tiny pipeline, run and committed, then pushed to a local remote set up as docs/remote.md says.
+
+    The run is a copy of the session's ``tiny_pipeline`` (built with ``dvc repro`` in a fresh git +
+    DVC repository, exactly what this module used to build itself): the remote's contract does not
+    depend on who ran the stages, only on what ``dvc.lock`` and the cache hold.
+    """
+    workdir = copy_built(tiny_pipeline, tmp_path_factory.mktemp("origin") / "repo")
     # core.autostage has staged dvc.lock and the .gitignore files; the uncached metrics go to git.
     run(["git", "add", "dvc.lock", "metrics"], cwd=workdir, check=True)
     run(["git", "commit", "-qm", "tiny results"], cwd=workdir, check=True)
