@@ -1,4 +1,4 @@
-"""``python -m reco.review``: Markdown comparison of two revisions (reco.review), and its decision rule
+"""``python -m reco.review``: Markdown comparison of two revisions (reco.review*), and its decision rule
 (reco.evaluation.decision) shown by simulation to flag seed noise at most 5% of the time.
 
 One temporary git + DVC repository is built per module, with synthetic metrics (no pipeline run):
@@ -37,26 +37,23 @@ import pytest
 import yaml
 from project_copy import REPO, dvc, init_repo, run
 
+from reco.cli import EXIT_BAD_INPUT
 from reco.evaluation.decision import FAMILY_ALPHA, SeedTerm, Verdict, change_test, holm, seed_terms, user_variance
 from reco.evaluation.paired import PairedDifference, paired_revision_differences
 from reco.io import write_json, write_parquet
-from reco.review import (
-    EXIT_BAD_INPUT,
+from reco.review import main, render_markdown
+from reco.review_compare import (
     PairedRow,
     Review,
-    ReviewError,
     ReviewOptions,
-    Revision,
     SeedSide,
     build_review,
     decide,
     headline_table,
-    main,
-    parse_per_user,
     parse_seed_spread,
-    render_markdown,
     row_seed_terms,
 )
+from reco.review_revisions import ReviewError, Revision, parse_per_user
 
 MODELS = ("als", "popularity", "random", "ranker")
 METRICS = ("ndcg", "map", "precision", "recall", "hit_rate")
@@ -586,8 +583,6 @@ def test_headline_block_missing_in_one_revision_shows_a_dash_and_a_note() -> Non
 
 
 def test_the_seed_spread_of_the_reviewed_block_is_used() -> None:
-    from reco.review import parse_seed_spread
-
     def block(std: float) -> dict[str, object]:
         return {"models": {"ranker": {"ndcg_at_10": {"mean": 0.8, "std": std}}}}
 
