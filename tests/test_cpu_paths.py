@@ -22,12 +22,14 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from cpu_paths import cpu_path_settings, describe_settings
-from project_copy import copy_built, dvc, merge_params
+from project_copy import copy_built, dvc, merge_params, subprocess_env
 
 DATA_OUTPUTS = ("data/raw", "data/prepared", "data/split", "metrics/data_quality.json", "metrics/split_summary.json")
 METRIC_TOLERANCE = 0.002  # docs/same-results.md's bound on any model's NDCG@10 and MAP@10 across machines
@@ -62,14 +64,19 @@ def without_seed_runs(workdir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    workdirs = {}
+    """Each setting's copy, its ``dvc repro`` done; the settings' runs are independent, so they run at once."""
+    workdirs = {name: copy_built(tiny_pipeline, tmp_path_factory.mktemp(name) / "repo") for name in SETTINGS}
+    started = []
     for name, env in SETTINGS.items():
-        workdir = copy_built(tiny_pipeline, tmp_path_factory.mktemp(name) / "repo")
-        without_seed_runs(workdir)
+        without_seed_runs(workdirs[name])
         # the build ran under the default path: its outputs are the reference; the others rerun everything
-        repro = dvc("repro", *(() if name == "default" else ("--force",)), cwd=workdir, env=env)
-        (workdir.parent / REPRO_LOG).write_text(repro.stdout)
-        workdirs[name] = workdir
+        args = [sys.executable, "-m", "dvc", "repro", *(() if name == "default" else ("--force",))]
+        with open(workdirs[name].parent / REPRO_LOG, "w") as log:
+            process = subprocess.Popen(args, cwd=workdirs[name], env=subprocess_env(env), stdout=log, stderr=subprocess.STDOUT)
+        started.append((name, process))
+    for name, process in started:
+        returncode = process.wait(timeout=1800)
+        assert returncode == 0, f"{name}: dvc repro failed:\n{(workdirs[name].parent / REPRO_LOG).read_text()[-4000:]}"
     return workdirs
 
 
