@@ -3,8 +3,8 @@
 Every command in a ```bash block (each line) or a ```console block (each ``$ `` line) of README.md
 and docs/**/*.md is either run here or ends with a ``# needs: ...`` marker naming what CI lacks
 (:data:`NEEDS`). The runnable commands of a page run top to bottom, as a reader would type them, in
-one shell in a fresh copy of the tiny pipeline (the ``tiny_pipeline_copy`` fixture), with the
-placeholders of :data:`PLACEHOLDERS` filled in; in a console block the lines after a command are
+one shell in a fresh copy of the tiny pipeline (``tiny_pipeline``; the pages run at once, each in
+its own copy), with the placeholders of :data:`PLACEHOLDERS` filled in; in a console block the lines after a command are
 output, each matched (``...`` = any text, runs of spaces collapsed) in order against what the
 command printed. Commands marked ``needs: full profile`` are not run, but their script must exist
 and accept every option shown. The README's two install commands are checked piecewise (CI runs the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from project_copy import REPO, subprocess_env
+from project_copy import REPO, copy_built, subprocess_env
 
 from tools import render_readme
 
@@ -337,12 +337,22 @@ RUN_PAGES = {
 }
 
 
-@pytest.mark.parametrize("page", sorted(RUN_PAGES))
-def test_page_commands_run_on_the_tiny_profile(page: str, tiny_pipeline_copy: Path) -> None:
-    setup, check = RUN_PAGES[page]
-    commands = runnable(REPO / page)
-    assert commands, f"{page} has no runnable command any more: drop it from RUN_PAGES"
-    workdir = tiny_pipeline_copy
+@dataclass
+class PageRun:
+    """One page's commands run as one shell script in its own copy of the tiny pipeline."""
+
+    workdir: Path
+    commands: list[DocCommand]
+    log: Path  # the script's stdout and stderr
+    process: subprocess.Popen[bytes] | None = None
+
+
+def start_page(page: str, workdir: Path) -> PageRun:
+    """Set the copy up as :data:`RUN_PAGES` says and start the page's commands (placeholders filled)."""
+    setup, _ = RUN_PAGES[page]
+    run = PageRun(workdir, runnable(REPO / page), workdir.parent / "commands.log")
+    if not run.commands:
+        return run
     if setup is not None:
         setup(workdir)
     placeholders = {
@@ -351,24 +361,52 @@ def test_page_commands_run_on_the_tiny_profile(page: str, tiny_pipeline_copy: Pa
         "<new folder>": str(workdir.parent / "clone"),
     }
     script = ["exec 2>&1", f"cd {shlex.quote(str(workdir))}"]
-    for index, command in enumerate(commands):
+    for index, command in enumerate(run.commands):
         text = command.command
         for placeholder, value in placeholders.items():
             text = text.replace(placeholder, value)
         script += [f"echo '@@@ {index}'", f"{{ {text} ; }} || {{ echo \"@@@ failed {index} $?\"; exit 1; }}"]
-    result = subprocess.run(
-        ["bash", "-c", "\n".join(script)], env=subprocess_env(), capture_output=True, text=True, timeout=1200
-    )
-    outputs = re.split(r"^@@@ \d+$", result.stdout, flags=re.MULTILINE)[1:]
-    failed = re.search(r"^@@@ failed (\d+) (\d+)$", result.stdout, flags=re.MULTILINE)
-    if failed or result.returncode != 0:
+    with open(run.log, "wb") as log:
+        run.process = subprocess.Popen(["bash", "-c", "\n".join(script)], env=subprocess_env(), stdout=log)
+    return run
+
+
+@pytest.fixture(scope="module")
+def page_runs(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, PageRun]:
+    """Every page of :data:`RUN_PAGES` run in a fresh copy of the tiny pipeline; the pages' runs are
+    independent (each its own copy, remote and clone), so they run at once and the tests read their results."""
+    runs = {}
+    for page in sorted(RUN_PAGES):
+        folder = tmp_path_factory.mktemp("page")
+        runs[page] = start_page(page, copy_built(tiny_pipeline, folder / "repo"))
+    for run in runs.values():
+        if run.process is not None:
+            try:
+                run.process.wait(timeout=1200)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait()
+    return runs
+
+
+@pytest.mark.parametrize("page", sorted(RUN_PAGES))
+def test_page_commands_run_on_the_tiny_profile(page: str, page_runs: dict[str, PageRun]) -> None:
+    run = page_runs[page]
+    commands = run.commands
+    assert commands, f"{page} has no runnable command any more: drop it from RUN_PAGES"
+    assert run.process is not None
+    stdout = run.log.read_text(encoding="utf-8", errors="replace")
+    outputs = re.split(r"^@@@ \d+$", stdout, flags=re.MULTILINE)[1:]
+    failed = re.search(r"^@@@ failed (\d+) (\d+)$", stdout, flags=re.MULTILINE)
+    if failed or run.process.returncode != 0:
         index = int(failed[1]) if failed else len(outputs) - 1
         pytest.fail(f"{commands[index].where}: `{commands[index].command}` failed:\n{outputs[index][-4000:]}")
     for command, printed in zip(commands, outputs, strict=True):
         missing = matches_in_order(command.output, printed)
         assert missing == [], f"{command.where}: `{command.command}` did not print {missing}:\n{printed[-4000:]}"
+    _, check = RUN_PAGES[page]
     if check is not None:
-        check(workdir)
+        check(run.workdir)
 
 
 # --------------------------------------------------------------------------------------------
