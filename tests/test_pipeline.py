@@ -13,12 +13,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from dvc_stages import declared_params, load_stages
-from project_copy import TINY_OVERRIDES, copy_built, dvc, merge_params  # noqa: F401 (TINY_OVERRIDES: re-exported)
+from project_copy import (  # noqa: F401 (TINY_OVERRIDES: re-exported)
+    TINY_OVERRIDES,
+    copy_built,
+    dvc,
+    merge_params,
+    subprocess_env,
+)
 
 MODELS = {
     "random", "popularity", "duration", "duration_popularity", "popularity_within_duration", "als", "ranker",
@@ -42,9 +52,35 @@ def digest_outputs(workdir: Path) -> dict[str, str]:
     return digests
 
 
+@dataclass
+class ForcedRerun:
+    """``dvc repro --force`` of a copy of the tiny pipeline, running beside this module's other tests."""
+
+    workdir: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+
 @pytest.fixture(scope="module")
-def pipeline(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def forced_rerun(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForcedRerun]:
+    # Its own copy, so it shares nothing with the tests that edit `pipeline`: it runs while they do.
+    workdir = copy_built(tiny_pipeline, tmp_path_factory.mktemp("forced") / "repo")
+    log = workdir.parent / "repro.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dvc", "repro", "--force"], cwd=workdir, env=subprocess_env(), stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    yield ForcedRerun(workdir, log, process)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_pipeline: Path, forced_rerun: ForcedRerun, tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The tests below edit params and code and rerun stages: a copy of the session's built tiny pipeline.
+    # (Asking for `forced_rerun` here starts it with this module's first test.)
     return copy_built(tiny_pipeline, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
@@ -292,16 +328,18 @@ def test_editing_a_module_marks_exactly_the_stages_that_import_it(pipeline: Path
     assert stale_stages(pipeline) == set()
 
 
-def test_forced_rerun_is_byte_identical(pipeline: Path, tiny_pipeline: Path) -> None:
-    # Outputs and dvc.lock: those of the first repro (the session's build, untouched, and this module's
-    # copy after the tests above edited and restored it), then after a `repro --force` of every stage.
+def test_forced_rerun_is_byte_identical(pipeline: Path, tiny_pipeline: Path, forced_rerun: ForcedRerun) -> None:
+    # Outputs and dvc.lock: those of the first repro (the session's build, untouched), of this module's
+    # copy after the tests above edited and restored it, and of a copy after `repro --force` of every stage.
     first = digest_outputs(tiny_pipeline)
     assert "dvc.lock" in first and len(first) > 20
     assert any(name.startswith("data/seeds/42/") for name in first)  # the seed runs are rerun too
-    for label in ("restored", "--force"):
-        if label == "--force":
-            dvc("repro", "--force", cwd=pipeline)
-        digests = digest_outputs(pipeline)
+    returncode = forced_rerun.process.wait(timeout=1800)
+    printed = forced_rerun.log.read_text(encoding="utf-8", errors="replace")
+    assert returncode == 0, printed[-4000:]
+    assert set(re.findall(r"Running stage '([^']+)'", printed)) == set(pipeline_stages(forced_rerun.workdir))
+    for label, workdir in (("restored", pipeline), ("--force", forced_rerun.workdir)):
+        digests = digest_outputs(workdir)
         changed = sorted(set(first) ^ set(digests) | {n for n in first if first[n] != digests.get(n)})
         assert changed == [], f"outputs differ from the first repro's ({label}): {changed}"
 
