@@ -72,7 +72,8 @@ def runs(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         # the build ran under the default path: its outputs are the reference; the others rerun everything
         args = [sys.executable, "-m", "dvc", "repro", *(() if name == "default" else ("--force",))]
         with open(workdirs[name].parent / REPRO_LOG, "w") as log:
-            process = subprocess.Popen(args, cwd=workdirs[name], env=subprocess_env(env), stdout=log, stderr=subprocess.STDOUT)
+            env_for_run = subprocess_env(env)
+            process = subprocess.Popen(args, cwd=workdirs[name], env=env_for_run, stdout=log, stderr=subprocess.STDOUT)
         started.append((name, process))
     for name, process in started:
         returncode = process.wait(timeout=1800)
