@@ -1,7 +1,7 @@
 """Stage train_ranker: the LightGBM ranker on the ranker's training feature table (models/ranker).
 
 Reads only the rows the ranker learns from, one user partition at a time
-(:func:`reco.models.features.ranker_training_table`), and trains on the engine ``compute`` names
+(:func:`reco.models.training_rows.ranker_training_table`), and trains on the engine ``compute`` names
 (:func:`reco.models.ranker_engine.train_ranker`). Usage: ``python -m stages.train_ranker [--seed N]``
 (``--seed``: ``ranker.seed`` is N and the files are a seed run's, under ``data/seeds/N/``). See
 docs/scaling.md.
@@ -30,7 +30,7 @@ def main() -> None:
     from reco.compute import compute_client
     from reco.io import write_json
     from reco.models.feature_groups import ranker_features
-    from reco.models.features import ranker_training_table
+    from reco.models.training_rows import ranker_training_table
     from reco.models.ranker import sample_users, save_ranker
     from reco.models.ranker_engine import train_ranker
     from reco.params import load_section

@@ -137,7 +137,7 @@ def prepare_training_parts(
     Shared by the local fit (:func:`train_ranker_local`) and the distributed one
     (:func:`reco.models.ranker_dask.train_ranker_dask`), so both learn from the same rows.
     ``users`` are the ids to draw from (default: the users of ``table``); a table already
-    reduced to the sampled users' rows (:func:`reco.models.features.ranker_training_table`)
+    reduced to the sampled users' rows (:func:`reco.models.training_rows.ranker_training_table`)
     passes the whole table's users, so the same users are drawn.
 
     Raises

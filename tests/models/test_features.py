@@ -19,12 +19,12 @@ from reco.models.features import (
     als_pair_features,
     build_feature_table,
     duration_bucket,
-    ranker_training_table,
     seen_matrix,
     temporal_serving_date,
     write_feature_table,
 )
 from reco.models.ranker import prepare_training_parts, sample_users
+from reco.models.training_rows import ranker_training_table
 from reco.params import parse_section
 from reco.partitions import UserRowIndex
 from reco.schema import INTERACTION_SCHEMA, Columns
