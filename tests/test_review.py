@@ -537,7 +537,7 @@ def todays_scale() -> tuple[float, float]:
     strict=True,
     reason=(
         "known shortfall (issue #21, open): with today's validation seed noise (metrics/seed_spread.json: the "
-        "ranker's runs spread several times more than before the new features) a planted gap of today's ranker - "
+        "ranker's seed runs spread more than in the previous spread) a planted gap of today's ranker - "
         "ALS size is flagged in fewer than 95% of tables (the assertion gives the rate); strict, so the suite "
         "fails once the rule or the noise makes it pass"
     ),
