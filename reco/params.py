@@ -148,6 +148,7 @@ class AlsParams:
     random_state: int = 42
     num_threads: int = 2
     use_gpu: bool = False
+    loss_every: int = 5  # record the training loss every this many iterations (and after the last)
 
     def validate(self) -> None:
         if not 1 <= self.factors <= 1024:
@@ -162,6 +163,8 @@ class AlsParams:
             _fail("als", "iterations", self.iterations, "an integer in [1, 500]")
         if self.num_threads < 1:
             _fail("als", "num_threads", self.num_threads, "an integer >= 1")
+        if self.loss_every < 1:
+            _fail("als", "loss_every", self.loss_every, "an integer >= 1")
         _check_seed("als", "random_state", self.random_state)
 
 

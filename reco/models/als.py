@@ -154,7 +154,7 @@ class AlsModel:
     item_factors: np.ndarray
     user_ids: IdMap
     item_ids: IdMap
-    loss_per_iteration: list[float]
+    training_loss: dict[int, float]  # iteration (1-based) -> training loss, every ``als.loss_every`` iterations
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -463,7 +463,9 @@ def fit_als(
 
     The id maps hold the users and items of the pairs kept in the confidence matrix (so, with
     ``binary`` confidence, a user without a positive view is unknown to ALS rather than given a
-    meaningless factor). The loss after each iteration is recorded through ``fit``'s callback.
+    meaningless factor). The training loss is recorded through ``fit``'s callback after every
+    ``params.loss_every``-th iteration and the last one (a CPU loss pass costs about a fifth of an
+    iteration, so computing it every iteration made the fit slower for a curve nobody reads densely).
 
     ``interactions`` is a frame in memory, or a lazy scan of a table sorted by user (the split's
     sets), which is read about ``chunk_rows`` rows (whole users; default
@@ -500,16 +502,20 @@ def fit_als(
     from implicit.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    losses: list[float] = []
+    losses: dict[int, float] = {}
     # implicit's own CPU loss is summed in a timing-dependent order (see blocked_training_loss).
     cpu_loss = None if params.use_gpu else blocked_training_loss(matrix, params.regularization, params.num_threads)
 
     def record(iteration: int, elapsed: float, loss: float | None) -> None:
-        done = f"ALS iteration {iteration + 1}/{params.iterations}"
-        report(f"{done} fitted" if cpu_loss is None else f"{done} fitted; its training loss")
+        done = iteration + 1
+        wanted = done % params.loss_every == 0 or done == params.iterations
+        progress = f"ALS iteration {done}/{params.iterations} fitted"
+        report(f"{progress}; its training loss" if wanted and cpu_loss is not None else progress)
+        if not wanted:
+            return
         if cpu_loss is not None:
             loss = cpu_loss(model.user_factors, model.item_factors)
-        losses.append(float("nan") if loss is None else _round_loss(float(loss)))
+        losses[done] = float("nan") if loss is None else _round_loss(float(loss))
 
     with threadpool_limits(limits=1, user_api="blas"):
         model = AlternatingLeastSquares(
@@ -531,7 +537,7 @@ def fit_als(
         item_factors=quantise_factors(model.item_factors),
         user_ids=user_ids,
         item_ids=item_ids,
-        loss_per_iteration=losses,
+        training_loss=losses,
         params={**as_dict(params), "threshold": float(threshold)},
     )
     return fitted, matrix
@@ -541,18 +547,17 @@ def save_als(model: AlsModel, out_dir: Path) -> None:
     """Write the model into ``out_dir`` atomically (the folder is replaced as a whole).
 
     Files: ``user_factors.npy``, ``item_factors.npy``, ``user_ids.npy``, ``item_ids.npy`` (no
-    pickle), ``loss.json`` (``[{"iteration": 1, "loss": ...}, ...]``, a ``dvc plots`` source) and
+    pickle), ``loss.json`` (``[{"iteration": 5, "loss": ...}, ...]``, a ``dvc plots`` source) and
     ``meta.json`` (shapes, params).
     """
-    losses = [float(x) for x in model.loss_per_iteration]
-    if not all(np.isfinite(losses)):
+    losses = {int(i): float(x) for i, x in sorted(model.training_loss.items())}
+    if not all(np.isfinite(list(losses.values()))):
         raise ValueError(f"non-finite training loss, refusing to save: {losses}")
     meta = {
         "n_users": len(model.user_ids),
         "n_items": len(model.item_ids),
         "factors": model.factors,
-        "iterations": len(losses),
-        "final_loss": losses[-1] if losses else None,
+        "final_loss": losses[max(losses)] if losses else None,
         "params": model.params,
     }
     with atomic_dir(out_dir) as tmp:
@@ -560,7 +565,7 @@ def save_als(model: AlsModel, out_dir: Path) -> None:
         write_npy(model.item_factors, tmp / ITEM_FACTORS_FILE)
         write_npy(model.user_ids.ids, tmp / USER_IDS_FILE)
         write_npy(model.item_ids.ids, tmp / ITEM_IDS_FILE)
-        write_json([{"iteration": i + 1, "loss": x} for i, x in enumerate(losses)], tmp / LOSS_FILE)
+        write_json([{"iteration": i, "loss": x} for i, x in losses.items()], tmp / LOSS_FILE)
         write_json(meta, tmp / META_FILE)
 
 
@@ -615,7 +620,9 @@ def load_als(model_dir: Path) -> AlsModel:
             model_dir, f"user factors have {user_factors.shape[1]} columns, item factors {item_factors.shape[1]}"
         )
     loss_rows = _read_json(model_dir / LOSS_FILE)
-    if not isinstance(loss_rows, list) or not all(isinstance(r, dict) and "loss" in r for r in loss_rows):
+    if not isinstance(loss_rows, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("iteration"), int) and "loss" in r for r in loss_rows
+    ):
         raise InputDataError(model_dir / LOSS_FILE, 'expected a list of {"iteration": i, "loss": x} rows')
     meta = _read_json(model_dir / META_FILE)
     if not isinstance(meta, dict):
@@ -629,7 +636,7 @@ def load_als(model_dir: Path) -> AlsModel:
         item_factors=item_factors,
         user_ids=user_ids,
         item_ids=item_ids,
-        loss_per_iteration=[float(r["loss"]) for r in loss_rows],
+        training_loss={int(r["iteration"]): float(r["loss"]) for r in loss_rows},
         params=dict(meta.get("params") or {}),
     )
 

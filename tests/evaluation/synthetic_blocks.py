@@ -118,7 +118,7 @@ def make_block_inputs(block: str = "test", seed: int = 0, source: str = "simulat
         item_factors=rng.normal(0, 1, (len(items), 4)).astype(np.float32),
         user_ids=IdMap.from_values(known),
         item_ids=IdMap.from_values(items),
-        loss_per_iteration=[1.0],
+        training_loss={1: 1.0},
         params={"factors": 4},
     )
     als_scores = als.user_factors @ als.item_factors.T

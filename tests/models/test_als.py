@@ -179,12 +179,24 @@ def test_fit_recovers_planted_blocks(block_fit: tuple[AlsModel, scipy.sparse.csr
     assert same_block.mean() >= 0.9
 
 
-def test_fit_loss_per_iteration_and_params(block_fit: tuple[AlsModel, scipy.sparse.csr_matrix]) -> None:
+def test_fit_training_loss_every_fifth_iteration_and_params(block_fit: tuple[AlsModel, scipy.sparse.csr_matrix]) -> None:
     model, _ = block_fit
-    assert len(model.loss_per_iteration) == SMALL_ALS["iterations"]
-    assert all(np.isfinite(model.loss_per_iteration))
-    assert model.loss_per_iteration[-1] < model.loss_per_iteration[0]
+    assert list(model.training_loss) == [5, 10]  # als.loss_every = 5 (default), 10 iterations
+    assert all(np.isfinite(list(model.training_loss.values())))
+    assert model.training_loss[10] < model.training_loss[5]
     assert model.params["factors"] == 3 and model.params["threshold"] == 2.0
+
+
+def test_fit_loss_schedule_records_the_last_iteration_and_leaves_the_factors_alone() -> None:
+    dense = parse_section("als", {**SMALL_ALS, "iterations": 7, "loss_every": 1})
+    sparse = parse_section("als", {**SMALL_ALS, "iterations": 7, "loss_every": 5})
+    every, _ = fit_als(block_interactions(1), dense, threshold=2.0)
+    some, _ = fit_als(block_interactions(1), sparse, threshold=2.0)
+    assert list(every.training_loss) == list(range(1, 8))
+    assert list(some.training_loss) == [5, 7]
+    assert {i: every.training_loss[i] for i in (5, 7)} == some.training_loss
+    np.testing.assert_array_equal(every.user_factors, some.user_factors)
+    np.testing.assert_array_equal(every.item_factors, some.item_factors)
 
 
 def test_fit_id_maps_only_hold_pairs_kept_by_the_confidence() -> None:
@@ -203,7 +215,7 @@ def test_fit_is_deterministic(num_threads: int) -> None:
     second, _ = fit_als(block_interactions(1), params, threshold=2.0)
     np.testing.assert_array_equal(first.user_factors, second.user_factors)
     np.testing.assert_array_equal(first.item_factors, second.item_factors)
-    assert first.loss_per_iteration == second.loss_per_iteration
+    assert first.training_loss == second.training_loss
     other, _ = fit_als(block_interactions(1), parse_section("als", {**SMALL_ALS, "random_state": 8}), threshold=2.0)
     assert not np.array_equal(first.user_factors, other.user_factors)
 
@@ -268,7 +280,7 @@ def test_save_load_round_trip(block_fit: tuple[AlsModel, scipy.sparse.csr_matrix
     for name in ("user_factors.npy", "item_factors.npy", "user_ids.npy", "item_ids.npy"):
         np.load(out / name, allow_pickle=False)  # no object arrays
     loss_rows = json.loads((out / "loss.json").read_text())
-    assert [row["iteration"] for row in loss_rows] == list(range(1, SMALL_ALS["iterations"] + 1))
+    assert [row["iteration"] for row in loss_rows] == [5, 10]
     meta = json.loads((out / "meta.json").read_text())
     assert (meta["n_users"], meta["n_items"], meta["factors"]) == (30, 30, 3)
     loaded = load_als(out)
@@ -276,7 +288,7 @@ def test_save_load_round_trip(block_fit: tuple[AlsModel, scipy.sparse.csr_matrix
     np.testing.assert_array_equal(loaded.item_factors, model.item_factors)
     assert loaded.user_factors.dtype == np.float32
     assert loaded.user_ids == model.user_ids and loaded.item_ids == model.item_ids
-    assert loaded.loss_per_iteration == model.loss_per_iteration
+    assert loaded.training_loss == model.training_loss
     assert loaded.params == model.params
 
 
@@ -312,7 +324,7 @@ def tiny_model() -> AlsModel:
         item_factors=np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32),
         user_ids=IdMap.from_values(np.array([5, 6])),
         item_ids=IdMap.from_values(np.array([50, 60, 70])),
-        loss_per_iteration=[],
+        training_loss={},
     )
 
 
@@ -400,7 +412,7 @@ def test_fit_on_a_scan_read_in_chunks_equals_the_fit_in_memory(confidence: str, 
         assert model.user_ids == expected.user_ids and model.item_ids == expected.item_ids
         assert np.array_equal(model.user_factors, expected.user_factors)
         assert np.array_equal(model.item_factors, expected.item_factors)
-        assert model.loss_per_iteration == expected.loss_per_iteration and model.params == expected.params
+        assert model.training_loss == expected.training_loss and model.params == expected.params
 
 
 def test_fit_on_a_scan_uses_the_default_chunk_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

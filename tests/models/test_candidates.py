@@ -41,7 +41,7 @@ def model() -> AlsModel:
         item_factors=rng.normal(size=(N_ITEMS, FACTORS)).astype(np.float32),
         user_ids=IdMap.from_values(USER_IDS),
         item_ids=IdMap.from_values(ITEM_IDS),
-        loss_per_iteration=[],
+        training_loss={},
     )
 
 
@@ -151,7 +151,7 @@ def test_ties_are_ordered_by_item_id() -> None:
         item_factors=np.ones((5, 2), dtype=np.float32),  # every item scores 2.0
         user_ids=IdMap.from_values(np.array([1])),
         item_ids=IdMap.from_values(np.array([50, 10, 40, 20, 30])),
-        loss_per_iteration=[],
+        training_loss={},
     )
     frame, _ = recommend_candidates(model, scipy.sparse.csr_matrix((1, 5), dtype=np.float32), np.array([1]), n=5)
     assert frame[Columns.item].to_list() == [10, 20, 30, 40, 50]

@@ -97,7 +97,7 @@ def model(rng: np.random.Generator) -> AlsModel:
         item_factors=rng.normal(size=(N_ITEMS - 2, 4)).astype(np.float32),  # the last 2 items are unknown
         user_ids=IdMap.from_values(np.arange(N_USERS, dtype=np.int32)),
         item_ids=IdMap.from_values(np.arange(N_ITEMS - 2, dtype=np.int32)),
-        loss_per_iteration=[],
+        training_loss={},
     )
 
 
