@@ -217,7 +217,7 @@ class FeaturesParams:
 
 # The ranker's feature families (reco.models.feature_groups says which feature is in which); the selection
 # ablates them through ranker.exclude_groups.
-FEATURE_GROUPS: tuple[str, ...] = ("als", "user_history", "item_history", "daily", "tags", "duration", "profile")
+FEATURE_GROUPS: tuple[str, ...] = ("als", "user_history", "item_history", "daily", "tags", "duration", "profile", "author")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ _PROFILE: Final = frozenset({"user_active_degree", *USER_PROFILE_NUMERIC})
 _RULES: Final = (  # first match wins
     (re.compile(r"^als_"), "als"),
     (re.compile(r"^d_"), "daily"),
+    (re.compile(r"^(i_author_|ux_author_)"), "author"),
     (re.compile(r"^(ux_tag_|n_tags$|primary_tag$)"), "tags"),
     (re.compile(r"^(duration_|ux_duration_|ux_expected_watch)"), "duration"),
     (re.compile(r"^i_"), "item_history"),

@@ -28,6 +28,7 @@ from reco.errors import InputDataError
 from reco.exact_sums import exact_mean, exact_sum, exact_units, from_units
 from reco.models.als import AlsModel
 from reco.models.als_features import als_pair_features, seen_matrix
+from reco.models.author_features import author_history, user_author_affinity, video_authors
 from reco.params import ComputeParams
 from reco.partitions import FrameRows, UserRowIndex, partition_count, write_parquet_partitions
 from reco.schema import Columns
@@ -118,6 +119,8 @@ DAILY_FEATURES: tuple[str, ...] = (
     "d_show_log", "d_play_rate", "d_complete_rate", "d_like_rate", "d_play_progress",
     "d_last_complete_rate", "d_complete_trend",
 )  # fmt: skip
+# The video's age on the serving date (days since upload_dt): known whether or not the window had traffic.
+AGE_FEATURE = "d_age_days"
 
 
 def item_daily_window_features(item_daily: pl.DataFrame, window_days: int) -> pl.DataFrame:
@@ -127,15 +130,22 @@ def item_daily_window_features(item_daily: pl.DataFrame, window_days: int) -> pl
     the day after the last one), where the features of ``date`` aggregate the counters of days
     ``date - window_days`` to ``date - 1`` only: joining a row on its serving date can never
     show it a counter of that day or later. Days without a counter row count as zero traffic.
+    ``d_age_days`` is the video's age on ``date`` (days since its earliest ``upload_dt``).
     """
     counters = ["show_cnt", "play_cnt", "complete_play_cnt", "like_cnt"]
     daily = item_daily.select(
         Columns.item, Columns.date, *(pl.col(c).cast(pl.Int64) for c in counters),
         pl.col("play_progress").cast(pl.Float64), pl.lit(1, dtype=pl.Int64).alias("_days"),
     )  # fmt: skip
-    spans = daily.group_by(Columns.item).agg(pl.col(Columns.date).min().alias("_first"), pl.col(Columns.date).max().alias("_last"))
+    spans = item_daily.group_by(Columns.item).agg(
+        pl.col(Columns.date).min().alias("_first"),
+        pl.col(Columns.date).max().alias("_last"),
+        pl.col("upload_dt").min().alias("_upload"),
+    )
     calendar = (
-        spans.select(Columns.item, pl.date_ranges("_first", pl.col("_last") + dt.timedelta(days=1)).alias(Columns.date))
+        spans.select(
+            Columns.item, "_upload", pl.date_ranges("_first", pl.col("_last") + dt.timedelta(days=1)).alias(Columns.date)
+        )
         .explode(Columns.date)
         .join(daily, on=[Columns.item, Columns.date], how="left")
         .with_columns(pl.col(*counters, "play_progress", "_days").fill_null(0))
@@ -162,6 +172,7 @@ def item_daily_window_features(item_daily: pl.DataFrame, window_days: int) -> pl
             .cast(pl.Float32)
             .alias("d_play_progress"),
             pl.col("d_last_complete_rate").cast(pl.Float32),
+            (pl.col(Columns.date) - pl.col("_upload")).dt.total_days().cast(pl.Float32).alias(AGE_FEATURE),
             pl.col("_w__days"),
         )
         .with_columns((pl.col("d_last_complete_rate") - pl.col("d_complete_rate")).alias("d_complete_trend"))
@@ -450,6 +461,8 @@ class FeatureContext:
     ----------
     user_profile, item_static, item_history, item_keys, item_means, daily
         Per-user and per-video tables (the daily one per video and serving date).
+    item_authors, author_rates
+        Each video's author, and its author's rate in the history (:mod:`reco.models.author_features`).
     als_model, catalogue
         The ALS model and the serving catalogue its rank percentile is taken over.
     global_rate
@@ -471,6 +484,8 @@ class FeatureContext:
     item_keys: pl.DataFrame
     item_means: pl.DataFrame
     daily: pl.DataFrame
+    item_authors: pl.DataFrame
+    author_rates: pl.DataFrame
     als_model: AlsModel
     catalogue: np.ndarray
     global_rate: float
@@ -524,6 +539,7 @@ def feature_context(
     """The :class:`FeatureContext` of a history's :class:`HistoryStats` and the side tables of ``sources``."""
     users, items = sources.users, sources.items
     item_frame = _item_history_frame(stats, smoothing, items.height)
+    authors = video_authors(sources.item_daily)
     return FeatureContext(
         user_profile=users.select(
             Columns.user,
@@ -541,6 +557,8 @@ def feature_context(
         item_keys=_item_keys(items),
         item_means=item_frame.select(Columns.item, "_item_pos", "_item_log"),
         daily=item_daily_window_features(sources.item_daily, daily_window_days).rename({Columns.date: _SERVING}),
+        item_authors=authors,
+        author_rates=author_history(stats.items, authors, stats.global_rate, smoothing),
         als_model=sources.als_model,
         catalogue=np.unique(np.asarray(sources.catalogue, dtype=np.int32)),
         global_rate=stats.global_rate,
@@ -569,6 +587,7 @@ def describe_pairs(pairs: pl.DataFrame, history: pl.DataFrame, context: FeatureC
     affinity = _affinity(
         marked, base.select(ROW, *PAIR), context.item_means.lazy(), context.item_keys.lazy(), context.smoothing
     )
+    author = user_author_affinity(marked, base.select(ROW, *PAIR), context.item_authors.lazy(), context.smoothing)
     als = als_pair_features(
         context.als_model, pairs.select(PAIR), context.catalogue, seen=seen_matrix(context.als_model, history)
     )
@@ -577,8 +596,10 @@ def describe_pairs(pairs: pl.DataFrame, history: pl.DataFrame, context: FeatureC
         .join(_user_history(marked, context), on=Columns.user, how="left", maintain_order="left")
         .join(context.item_static.lazy(), on=Columns.item, how="left", maintain_order="left")
         .join(context.item_history.lazy(), on=Columns.item, how="left", maintain_order="left")
+        .join(context.author_rates.lazy(), on=Columns.item, how="left", maintain_order="left")
         .join(context.daily.lazy(), on=[Columns.item, _SERVING], how="left", maintain_order="left")
         .join(affinity, on=ROW, how="left", maintain_order="left")
+        .join(author, on=ROW, how="left", maintain_order="left")
         .collect()
         .hstack(als.select("als_score", "als_rank_pct"))  # als_pair_features keeps the row order
         .with_columns(

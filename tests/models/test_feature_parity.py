@@ -150,7 +150,7 @@ def test_a_video_outside_the_catalogue_gets_the_place_it_would_take_if_inserted(
         rng.normal(size=(n_items, 3)).astype(np.float32),
         IdMap.from_values(np.arange(n_users, dtype=np.int32)),
         IdMap.from_values(np.arange(n_items, dtype=np.int32)),
-        [],
+        {},
     )
     history = pl.DataFrame(
         {Columns.user: rng.integers(0, n_users, 30), Columns.item: rng.integers(0, n_items, 30)}
@@ -197,13 +197,13 @@ def _world(n_users: int = 8, n_items: int = 10, n_views: int = 300) -> dict:
         rng.normal(size=(n_items, 2)).astype(np.float32),
         IdMap.from_values(np.arange(n_users, dtype=np.int32)),
         IdMap.from_values(np.arange(n_items, dtype=np.int32)),
-        [],
+        {},
     )
     pairs = pl.DataFrame(
         {Columns.user: np.arange(n_users, dtype=np.int32), Columns.item: np.arange(n_users, dtype=np.int32) % n_items}
     ).with_columns(pl.lit(None, dtype=pl.Date).alias(Columns.date))
     daily = pl.DataFrame(
-        schema={Columns.item: pl.Int32, Columns.date: pl.Date, "show_cnt": pl.Int64, "play_cnt": pl.Int64,
+        schema={Columns.item: pl.Int32, Columns.date: pl.Date, "author_id": pl.Int64, "upload_dt": pl.Date, "show_cnt": pl.Int64, "play_cnt": pl.Int64,
                 "complete_play_cnt": pl.Int64, "like_cnt": pl.Int64, "play_progress": pl.Float32}
     )  # fmt: skip
     return {"users": users, "items": items, "history": history, "model": model, "pairs": pairs, "daily": daily}

@@ -19,6 +19,7 @@ from reco.models.features import (
     als_pair_features,
     build_feature_table,
     duration_bucket,
+    item_daily_window_features,
     seen_matrix,
     temporal_serving_date,
     write_feature_table,
@@ -82,6 +83,8 @@ def daily(rng: np.random.Generator, first: dt.date, last: dt.date) -> pl.DataFra
         {
             Columns.item: np.repeat(np.arange(N_ITEMS, dtype=np.int32), len(days)),
             Columns.date: days * N_ITEMS,
+            "author_id": np.repeat(np.arange(N_ITEMS, dtype=np.int64) % 5, len(days)),  # 5 authors
+            "upload_dt": pl.Series([first - dt.timedelta(days=i % 3) for i in range(N_ITEMS) for _ in days], dtype=pl.Date),
             "show_cnt": shows,
             "play_cnt": plays,
             "complete_play_cnt": (plays * rng.uniform(0.1, 0.8, rows)).astype(np.int64),
@@ -356,3 +359,18 @@ def test_the_ranker_reads_only_its_rows_and_gets_the_same_training_parts(
         np.testing.assert_array_equal(part.labels[name], whole.labels[name])
     np.testing.assert_array_equal(part.train_users, whole.train_users)
     np.testing.assert_array_equal(part.valid_users, whole.valid_users)
+
+
+def test_video_age_is_the_days_since_upload_on_each_serving_date() -> None:
+    days = [dt.date(2020, 7, 5), dt.date(2020, 7, 6)]
+    counters = {c: [10, 10] for c in ("show_cnt", "play_cnt", "complete_play_cnt", "like_cnt")}
+    item_daily = pl.DataFrame(
+        {Columns.item: [1, 1], Columns.date: days, "upload_dt": [dt.date(2020, 7, 1)] * 2, **counters,
+         "play_progress": [0.5, 0.5]}
+    )  # fmt: skip
+    out = item_daily_window_features(item_daily, 3)
+    assert dict(zip(out[Columns.date].to_list(), out["d_age_days"].to_list())) == {
+        dt.date(2020, 7, 5): 4.0,
+        dt.date(2020, 7, 6): 5.0,
+        dt.date(2020, 7, 7): 6.0,  # the day after the last counter day is a serving date too
+    }
