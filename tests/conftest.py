@@ -37,8 +37,22 @@ def kuairec_real_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pipeline, built once per session (git + DVC, ``dvc repro`` done). Read-only: never edit it."""
-    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline") / "repo")
+    """The tiny pipeline, built once per session (git + DVC, ``dvc repro`` done). Read-only: never edit it.
+
+    Under pytest-xdist the workers share one build: the first to take the lock builds it in the
+    session's common temporary folder, the others wait for it and read the same folder.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline") / "repo")
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # the same for every worker of this session
+    repo, built = shared / "tiny_pipeline" / "repo", shared / "tiny_pipeline" / "built"
+    with FileLock(str(shared / "tiny_pipeline.lock")):
+        if not built.exists():
+            build_tiny_pipeline(repo)
+            built.touch()
+    return repo
 
 
 @pytest.fixture
