@@ -44,11 +44,12 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline") / "repo")
-    from filelock import FileLock
+    import fcntl
 
     shared = tmp_path_factory.getbasetemp().parent  # the same for every worker of this session
     repo, built = shared / "tiny_pipeline" / "repo", shared / "tiny_pipeline" / "built"
-    with FileLock(str(shared / "tiny_pipeline.lock")):
+    with open(shared / "tiny_pipeline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not built.exists():
             build_tiny_pipeline(repo)
             built.touch()

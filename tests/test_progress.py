@@ -151,7 +151,11 @@ def test_the_train_als_stage_prints_its_steps_and_writes_the_same_files(
     run_stage("train_als", train_als.main)
     lines = stderr_lines(capsys)
     assert lines[0] == "train_als: confidence matrix: user chunk 1"
-    assert lines[1:4] == [f"train_als: ALS iteration {i}/3 fitted; its training loss" for i in (1, 2, 3)]
+    assert lines[1:4] == [  # the loss after every als.loss_every-th (5) iteration and the last
+        "train_als: ALS iteration 1/3 fitted",
+        "train_als: ALS iteration 2/3 fitted",
+        "train_als: ALS iteration 3/3 fitted; its training loss",
+    ]
     assert lines[4].startswith("stage train_als: done in ") and len(lines) == 5
 
     # The same fit outside a stage: silent, and the saved files are byte for byte the stage's.
