@@ -49,7 +49,7 @@ def author_history(item_totals: pl.DataFrame, authors: pl.DataFrame, global_rate
     """Per video of ``authors``: ``i_author_pos_rate``, its author's smoothed positive rate in the history.
 
     ``item_totals`` holds each video's history views ``n`` and positive views ``pos`` (integers, see
-    :class:`reco.models.features.HistoryStats`); the rate is smoothed toward ``global_rate`` with
+    :class:`reco.models.history_stats.HistoryStats`); the rate is smoothed toward ``global_rate`` with
     ``smoothing`` pseudo-views, so an author the history never saw gets the global rate.
 
     Examples

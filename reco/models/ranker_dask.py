@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from reco import portable_math
 from reco.compute import DEFAULT_LOST_WORKER_RETRIES, ComputeError, dask_client
 from reco.errors import InputDataError
 from reco.models.ranker import (
@@ -125,18 +126,23 @@ def lightgbm_ndcg_at(scores: np.ndarray, labels: np.ndarray, group_sizes: np.nda
 
     Examples
     --------
-    >>> lightgbm_ndcg_at(np.array([0.9, 0.1, 0.5, 0.2]), np.array([0, 2, 1, 0]), np.array([2, 2]), 10)
-    0.8154648767857288
+    >>> round(lightgbm_ndcg_at(np.array([0.9, 0.1, 0.5, 0.2]), np.array([0, 2, 1, 0]), np.array([2, 2]), 10), 12)
+    0.815464876786
+
+    The logarithms go through :mod:`reco.portable_math` and the mean is an exact sum, so the value
+    (which picks the best iteration) has the same bits on every CPU; numpy's ``log2`` may differ in
+    the last bit between SIMD code paths.
     """
     n_queries = len(group_sizes)
     query = np.repeat(np.arange(n_queries), group_sizes)
     starts = np.concatenate(([0], np.cumsum(group_sizes)[:-1]))
-    gain_of = np.exp2(labels.astype(np.float64)) - 1.0
+    gain_of = np.ldexp(1.0, labels.astype(np.int64)) - 1.0  # 2**label - 1, exact
+    log_two = float(portable_math.log(np.array([2.0]))[0])
 
     def dcg(order: np.ndarray) -> np.ndarray:
         position = np.arange(len(order)) - starts[query[order]]
         kept = position < k
-        discounted = gain_of[order][kept] / np.log2(2.0 + position[kept])
+        discounted = gain_of[order][kept] * log_two / portable_math.log(2.0 + position[kept].astype(np.float64))
         return np.bincount(query[order][kept], weights=discounted, minlength=n_queries)
 
     rows = np.arange(len(scores))
@@ -145,7 +151,7 @@ def lightgbm_ndcg_at(scores: np.ndarray, labels: np.ndarray, group_sizes: np.nda
     per_query = np.ones(n_queries, dtype=np.float64)
     positive = ideal > 0
     per_query[positive] = actual[positive] / ideal[positive]
-    return float(per_query.mean())
+    return portable_math.fsum(per_query) / n_queries
 
 
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
