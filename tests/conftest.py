@@ -60,3 +60,27 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_pipeline_copy(tiny_pipeline: Path, tmp_path: Path) -> Path:
     """A fresh copy of the built tiny pipeline (git, DVC cache, outputs), for a test that modifies it."""
     return copy_built(tiny_pipeline, tmp_path / "repo")
+
+
+# The slowest test files, slowest first (from `pytest --durations`): under pytest-xdist (`--dist loadfile
+# --no-loadscope-reorder`) files are handed to the workers in collection order, so starting with the long
+# ones lets the short ones fill in at the end and the workers finish together. The second one needs no tiny
+# pipeline, so its worker does not wait for the first worker's build.
+SLOWEST_FILES: tuple[str, ...] = (
+    "tests/test_docs.py",
+    "tests/data/test_interrupted_runs.py",
+    "tests/test_cpu_paths.py",
+    "tests/test_pipeline.py",
+    "tests/test_dask_pipeline.py",
+    "tests/test_dvc_remote.py",
+    "tests/test_compute.py",
+    "tests/test_review.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.path)).resolve().relative_to(REPO_ROOT).as_posix()
+        return SLOWEST_FILES.index(path) if path in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
