@@ -83,8 +83,7 @@ def run_trials(trials: list[Trial], space: Space, jobs: int) -> None:
         trial.name = match.group(1) if match else ""
     _run(["dvc", "queue", "start", "-j", str(jobs)])
     _wait_for_queue()
-    shown = json.loads(_run(["dvc", "exp", "show", "--json", "--all-commits"]).stdout or "[]")
-    revs = _experiment_revisions(shown)
+    revs = _experiment_revisions(_run(["git", "rev-parse", "HEAD"]).stdout.strip())
     for trial in trials:
         rev = revs.get(trial.name)
         trial.rev = rev or ""
@@ -119,22 +118,32 @@ def _wait_for_queue() -> None:
         time.sleep(5)
 
 
-def _experiment_revisions(shown: Any) -> dict[str, str]:
-    """``{experiment name: commit sha}`` from ``dvc exp show --json``."""
+def _experiment_revisions(baseline: str) -> dict[str, str]:
+    """``{experiment name: commit sha}`` of the experiments based on ``baseline``, from their Git refs.
+
+    DVC keeps each experiment as the ref ``refs/exps/<baseline[:2]>/<baseline[2:]>/<name>``. Reading the
+    refs is instant, where ``dvc exp show --json --all-commits`` collects the metrics of every commit of
+    the history, which grows with the project.
+    """
+    refs = _run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"]).stdout
+    return _parse_experiment_refs(refs, baseline)
+
+
+def _parse_experiment_refs(refs: str, baseline: str) -> dict[str, str]:
+    r"""``{name: sha}`` from ``git for-each-ref`` lines (``sha ref``), only the experiments of ``baseline``.
+
+    Examples
+    --------
+    >>> refs = "1e62 refs/exps/af/3d01/agile-mete\n2098 refs/exps/celery/stash\n5a4f refs/exps/bb/0000/other"
+    >>> _parse_experiment_refs(refs, "af3d01")
+    {'agile-mete': '1e62'}
+    """
+    prefix = f"refs/exps/{baseline[:2]}/{baseline[2:]}/"
     found: dict[str, str] = {}
-
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            name, rev = node.get("name"), node.get("rev")
-            if isinstance(name, str) and isinstance(rev, str) and len(rev) == 40:
-                found[name] = rev
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(shown)
+    for line in refs.splitlines():
+        sha, _, ref = line.partition(" ")
+        if ref.startswith(prefix) and "/" not in ref[len(prefix) :]:
+            found[ref[len(prefix) :]] = sha
     return found
 
 

@@ -205,8 +205,13 @@ def test_trials_run_as_experiments_of_the_seed_spread_with_the_spaces_seeds(monk
         commands.append(list(args))
         if args[:3] == ["dvc", "exp", "run"]:
             return Done("Queued experiment 'exp-a' for future execution.")
-        if args[:3] == ["dvc", "exp", "show"]:
-            return Done(json.dumps([{"name": "exp-a", "rev": "a" * 40}]))
+        if args[:3] == ["git", "rev-parse", "HEAD"]:
+            return Done("b" * 40 + "\n")
+        if args[:2] == ["git", "for-each-ref"]:  # DVC's experiment refs: this baseline's, another's, the queue's
+            return Done(
+                f"{'a' * 40} refs/exps/bb/{'b' * 38}/exp-a\n{'c' * 40} refs/exps/cc/{'c' * 38}/exp-a\n"
+                f"{'d' * 40} refs/exps/celery/stash\n"
+            )
         if args[:2] == ["git", "show"]:
             assert args[2] == "a" * 40 + ":metrics/seed_spread.json"
             return Done(json.dumps(spread))
