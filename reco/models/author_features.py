@@ -13,16 +13,12 @@ from typing import Final
 
 import polars as pl
 
+from reco.models.history_stats import smoothed_rate, user_rate_aggs
 from reco.schema import Columns
 
 AUTHOR: Final = "author_id"
-ITEM_AUTHOR_FEATURES: Final[tuple[str, ...]] = ("i_author_pos_rate",)
 PAIR_AUTHOR_FEATURES: Final[tuple[str, ...]] = ("ux_author_pos_rate", "ux_author_view_share")
 _ROW: Final = "_row"
-
-
-def _smoothed(positives: pl.Expr, views: pl.Expr, prior: pl.Expr | float, strength: float) -> pl.Expr:
-    return (positives + strength * prior) / (views + strength)
 
 
 def video_authors(item_daily: pl.DataFrame) -> pl.DataFrame:
@@ -69,7 +65,7 @@ def author_history(item_totals: pl.DataFrame, authors: pl.DataFrame, global_rate
         authors.join(per_author, on=AUTHOR, how="left", maintain_order="left")
         .select(
             Columns.item,
-            _smoothed(
+            smoothed_rate(
                 pl.col("pos").fill_null(0).cast(pl.Float64), pl.col("n").fill_null(0).cast(pl.Float64), global_rate, smoothing
             ).alias("i_author_pos_rate"),
         )
@@ -77,31 +73,42 @@ def author_history(item_totals: pl.DataFrame, authors: pl.DataFrame, global_rate
     )
 
 
-def user_author_affinity(marked: pl.LazyFrame, pairs: pl.LazyFrame, authors: pl.LazyFrame, smoothing: float) -> pl.LazyFrame:
+def author_pair_features(
+    views: pl.LazyFrame, pair_keys: pl.LazyFrame, by_user: pl.LazyFrame, smoothing: float
+) -> pl.LazyFrame:
     """Per pair row (``_row``): the user's smoothed positive rate on the video's author and share of views of it.
 
-    ``marked`` is the users' history with ``_pos`` (1.0 for a positive view); ``pairs`` has ``_row``,
-    the user and the video. The rate is smoothed toward the user's own positive rate with ``smoothing``
-    pseudo-views; both are null for a user without history.
+    ``views`` holds the users' history views with ``author_id`` and ``_pos`` (1.0 for a positive view),
+    ``pair_keys`` the pairs' ``_row``, user and ``author_id``, and ``by_user`` each user's own rate and
+    views (:func:`reco.models.history_stats.user_rate_aggs`), which the tag and duration affinities
+    share. The rate is smoothed toward the user's own rate with ``smoothing`` pseudo-views; both are
+    null for a user without history.
     """
-    views = marked.select(Columns.user, Columns.item, "_pos").join(authors, on=Columns.item, how="left")
-    by_user = views.group_by(Columns.user).agg(
-        (pl.col("_pos").sum() / pl.len()).alias("_user_rate"), pl.len().alias("_user_n")
-    )
     by_author = views.drop_nulls(AUTHOR).group_by(Columns.user, AUTHOR).agg(
         pl.col("_pos").sum().alias("_author_pos"), pl.len().alias("_author_n")
     )
     author_n = pl.col("_author_n").fill_null(0).cast(pl.Float64)
     return (
-        pairs.select(_ROW, Columns.user, Columns.item)
-        .join(authors, on=Columns.item, how="left", maintain_order="left")
+        pair_keys.select(_ROW, Columns.user, AUTHOR)
         .join(by_author, on=[Columns.user, AUTHOR], how="left", maintain_order="left")
         .join(by_user, on=Columns.user, how="left", maintain_order="left")
         .select(
             _ROW,
-            _smoothed(pl.col("_author_pos").fill_null(0.0), author_n, pl.col("_user_rate"), smoothing)
+            smoothed_rate(pl.col("_author_pos").fill_null(0.0), author_n, pl.col("_user_rate"), smoothing)
             .cast(pl.Float32)
             .alias("ux_author_pos_rate"),
             (author_n / pl.col("_user_n")).cast(pl.Float32).alias("ux_author_view_share"),
         )
     )
+
+
+def user_author_affinity(marked: pl.LazyFrame, pairs: pl.LazyFrame, authors: pl.LazyFrame, smoothing: float) -> pl.LazyFrame:
+    """:func:`author_pair_features` of ``pairs`` (``_row``, user, video) from a marked history and the videos' authors.
+
+    The feature tables get the same values from :mod:`reco.models.features`, whose affinity pass
+    joins the authors and counts the users' own rates once for every per-user feature.
+    """
+    views = marked.select(Columns.user, Columns.item, "_pos").join(authors, on=Columns.item, how="left")
+    by_user = views.group_by(Columns.user).agg(*user_rate_aggs())
+    pair_keys = pairs.select(_ROW, Columns.user, Columns.item).join(authors, on=Columns.item, how="left", maintain_order="left")
+    return author_pair_features(views, pair_keys, by_user, smoothing)

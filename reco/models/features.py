@@ -26,7 +26,7 @@ from reco.errors import InputDataError
 from reco.exact_sums import exact_mean, exact_sum, from_units
 from reco.models.als import AlsModel
 from reco.models.als_features import als_pair_features, seen_matrix
-from reco.models.author_features import author_history, user_author_affinity, video_authors
+from reco.models.author_features import AUTHOR, PAIR_AUTHOR_FEATURES, author_history, author_pair_features, video_authors
 from reco.models.history_stats import (
     HistoryStats,
     history_stats,
@@ -34,6 +34,8 @@ from reco.models.history_stats import (
     item_partials,
     portable_log,
     relative_views,
+    smoothed_rate,
+    user_rate_aggs,
 )
 from reco.params import ComputeParams
 from reco.partitions import FrameRows, UserRowIndex, partition_count, write_parquet_partitions
@@ -81,10 +83,6 @@ def duration_bucket(duration_ms: pl.Expr) -> pl.Expr:
     for edge in DURATION_EDGES_MS:
         bucket = bucket + (duration_ms >= edge).cast(pl.Int8)
     return pl.when(duration_ms.is_null()).then(None).otherwise(bucket)
-
-
-def _smoothed(positives: pl.Expr, views: pl.Expr, prior: pl.Expr | float, strength: float) -> pl.Expr:
-    return (positives + strength * prior) / (views + strength)
 
 
 def _portable_log1p(column: str) -> pl.Expr:
@@ -171,11 +169,11 @@ def item_daily_window_features(item_daily: pl.DataFrame, window_days: int) -> pl
 def _item_history_frame(stats: HistoryStats, smoothing: float, n_items: int) -> pl.DataFrame:
     """Per video: the item history features and the means the residuals subtract."""
     n = pl.col("n")
-    log_mean = _smoothed(from_units(pl.col("log_units")), n, stats.global_log, smoothing)
+    log_mean = smoothed_rate(from_units(pl.col("log_units")), n, stats.global_log, smoothing)
     return stats.items.lazy().select(
         Columns.item,
         relative_views(n, n_items, stats.views).alias("i_views_rel"),
-        _smoothed(pl.col("pos"), n, stats.global_rate, smoothing).alias("i_pos_rate"),
+        smoothed_rate(pl.col("pos"), n, stats.global_rate, smoothing).alias("i_pos_rate"),
         log_mean.alias("i_log_wr_mean"),
         (pl.col("pos") / n).alias("_item_pos"),
         log_mean.alias("_item_log"),
@@ -198,7 +196,7 @@ def _user_history(marked: pl.LazyFrame, context: FeatureContext) -> pl.LazyFrame
             (pl.col(Columns.play_duration).median() / 1000.0).alias("u_play_s_median"),
         )
         .with_columns(
-            _smoothed(pl.col("_pos_sum"), pl.col("u_views_rel"), context.global_rate, context.smoothing).alias(
+            smoothed_rate(pl.col("_pos_sum"), pl.col("u_views_rel"), context.global_rate, context.smoothing).alias(
                 "u_pos_rate"
             ),
             relative_views(pl.col("u_views_rel"), context.n_users, context.history_views).alias("u_views_rel"),
@@ -211,7 +209,7 @@ def _user_history(marked: pl.LazyFrame, context: FeatureContext) -> pl.LazyFrame
 def _affinity(
     marked: pl.LazyFrame, pairs: pl.LazyFrame, item_means: pl.LazyFrame, item_keys: pl.LazyFrame, smoothing: float
 ) -> pl.LazyFrame:
-    """Per pair row (``_row``): the user's tag and duration affinity and the taste residuals.
+    """Per pair row (``_row``): the user's tag, duration and author affinity and the taste residuals.
 
     One pass over the history exploded by tag serves both the tag rates and the tag residuals, and
     one explode of the pairs serves every per-tag feature. Rates are smoothed toward the user's own
@@ -226,8 +224,7 @@ def _affinity(
         )
     )
     by_user = views.group_by(Columns.user).agg(
-        (pl.col("_pos").sum() / pl.len()).alias("_user_rate"),
-        pl.len().alias("_user_n"),
+        *user_rate_aggs(),
         exact_mean(pl.col("_res")).alias("u_lwr_resid"),
         exact_mean(pl.col("_pos_res")).alias("u_pos_resid"),
     )
@@ -248,9 +245,9 @@ def _affinity(
         .join(by_tag, on=[Columns.user, Columns.tags], how="left")
         .join(by_user, on=Columns.user, how="left")
         .with_columns(
-            _smoothed(pl.col("_tag_pos").fill_null(0), tag_n, pl.col("_user_rate"), smoothing).alias("_tag_rate"),
+            smoothed_rate(pl.col("_tag_pos").fill_null(0), tag_n, pl.col("_user_rate"), smoothing).alias("_tag_rate"),
             (tag_n / pl.col("_user_n")).alias("_tag_share"),
-            _smoothed(pl.col("_tag_res").fill_null(0), tag_n, pl.col("u_lwr_resid"), smoothing).alias("_tag_resid"),
+            smoothed_rate(pl.col("_tag_res").fill_null(0), tag_n, pl.col("u_lwr_resid"), smoothing).alias("_tag_resid"),
         )
         .group_by(ROW)
         .agg(
@@ -266,24 +263,32 @@ def _affinity(
         .join(by_user, on=Columns.user, how="left")
         .select(
             ROW,
-            _smoothed(
+            smoothed_rate(
                 pl.col("_bucket_pos").fill_null(0), pl.col("_bucket_n").fill_null(0), pl.col("_user_rate"), smoothing
             ).alias("ux_duration_pos_rate"),
         )
+    )
+    per_author = author_pair_features(
+        views.select(Columns.user, AUTHOR, "_pos"), pair_keys, by_user.select(Columns.user, "_user_rate", "_user_n"), smoothing
     )
     return (
         pairs.select(ROW, Columns.user)
         .join(per_tag, on=ROW, how="left", maintain_order="left")
         .join(per_bucket, on=ROW, how="left", maintain_order="left")
         .join(by_user.select(Columns.user, "u_lwr_resid", "u_pos_resid"), on=Columns.user, how="left", maintain_order="left")
-        .select(ROW, *(pl.col(c).cast(pl.Float32) for c in AFFINITY_FEATURES))
+        .join(per_author, on=ROW, how="left", maintain_order="left")
+        .select(ROW, *(pl.col(c).cast(pl.Float32) for c in AFFINITY_FEATURES), *PAIR_AUTHOR_FEATURES)
     )
 
 
-def _item_keys(items: pl.DataFrame) -> pl.DataFrame:
-    return items.select(
+def _item_keys(items: pl.DataFrame, authors: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per video: its tags, duration bucket and author (null without ``authors``, or for a video without one)."""
+    keys = items.select(
         Columns.item, Columns.tags, duration_bucket(pl.col(Columns.video_duration)).alias("duration_bucket")
     )
+    if authors is None:
+        return keys.with_columns(pl.lit(None, dtype=pl.Int64).alias(AUTHOR))
+    return keys.join(authors, on=Columns.item, how="full", coalesce=True)
 
 
 def user_affinity_features(
@@ -308,7 +313,7 @@ def user_affinity_features(
         _item_keys(items).lazy(),
         smoothing,
     )
-    return rows.join(affinity, on=ROW, how="left", maintain_order="left").drop(ROW).collect()
+    return rows.join(affinity, on=ROW, how="left", maintain_order="left").drop(ROW, *PAIR_AUTHOR_FEATURES).collect()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -324,8 +329,9 @@ class FeatureContext:
     ----------
     user_profile, item_static, item_history, item_keys, item_means, daily
         Per-user and per-video tables (the daily one per video and serving date).
-    item_authors, author_rates
-        Each video's author, and its author's rate in the history (:mod:`reco.models.author_features`).
+    author_rates
+        Each video's author's rate in the history (:mod:`reco.models.author_features`); ``item_keys``
+        holds the author.
     als_model, catalogue
         The ALS model and the serving catalogue its rank percentile is taken over.
     global_rate
@@ -347,7 +353,6 @@ class FeatureContext:
     item_keys: pl.DataFrame
     item_means: pl.DataFrame
     daily: pl.DataFrame
-    item_authors: pl.DataFrame
     author_rates: pl.DataFrame
     als_model: AlsModel
     catalogue: np.ndarray
@@ -417,10 +422,9 @@ def feature_context(
             pl.col(Columns.tags).list.first().cast(pl.Int16).alias("primary_tag"),
         ),
         item_history=item_frame.select(Columns.item, "i_views_rel", "i_pos_rate", "i_log_wr_mean"),
-        item_keys=_item_keys(items),
+        item_keys=_item_keys(items, authors),
         item_means=item_frame.select(Columns.item, "_item_pos", "_item_log"),
         daily=item_daily_window_features(sources.item_daily, daily_window_days).rename({Columns.date: _SERVING}),
-        item_authors=authors,
         author_rates=author_history(stats.items, authors, stats.global_rate, smoothing),
         als_model=sources.als_model,
         catalogue=np.unique(np.asarray(sources.catalogue, dtype=np.int32)),
@@ -450,7 +454,6 @@ def describe_pairs(pairs: pl.DataFrame, history: pl.DataFrame, context: FeatureC
     affinity = _affinity(
         marked, base.select(ROW, *PAIR), context.item_means.lazy(), context.item_keys.lazy(), context.smoothing
     )
-    author = user_author_affinity(marked, base.select(ROW, *PAIR), context.item_authors.lazy(), context.smoothing)
     als = als_pair_features(
         context.als_model, pairs.select(PAIR), context.catalogue, seen=seen_matrix(context.als_model, history)
     )
@@ -462,7 +465,6 @@ def describe_pairs(pairs: pl.DataFrame, history: pl.DataFrame, context: FeatureC
         .join(context.author_rates.lazy(), on=Columns.item, how="left", maintain_order="left")
         .join(context.daily.lazy(), on=[Columns.item, _SERVING], how="left", maintain_order="left")
         .join(affinity, on=ROW, how="left", maintain_order="left")
-        .join(author, on=ROW, how="left", maintain_order="left")
         .collect()
         .hstack(als.select("als_score", "als_rank_pct"))  # als_pair_features keeps the row order
         .with_columns(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HistoryStats", "combine_item_partials", "history_item_partials", "history_stats", "history_with_marks",
-    "item_partials", "portable_log", "relative_views",
+    "item_partials", "portable_log", "relative_views", "smoothed_rate", "user_rate_aggs",
 ]  # fmt: skip
 
 LOG_EPS: Final = 0.01  # watch ratios can be 0; log(wr + eps) keeps the mean finite
@@ -44,6 +44,25 @@ def portable_log(values: pl.Expr) -> pl.Expr:
     )
 
 
+def smoothed_rate(positives: pl.Expr, views: pl.Expr, prior: pl.Expr | float, strength: float) -> pl.Expr:
+    """``(positives + strength * prior) / (views + strength)``: a rate pulled toward ``prior`` by ``strength`` pseudo-views.
+
+    Examples
+    --------
+    >>> pl.DataFrame({"pos": [0, 3], "n": [0, 4]}).select(smoothed_rate(pl.col("pos"), pl.col("n"), 0.5, 4.0))["pos"].to_list()
+    [0.5, 0.625]
+    """
+    return (positives + strength * prior) / (views + strength)
+
+
+def user_rate_aggs() -> list[pl.Expr]:
+    """Per-user aggregations of a marked history: the user's positive rate ``_user_rate`` and views ``_user_n``.
+
+    The prior every per-user affinity (tags, duration, author) is smoothed toward, defined once.
+    """
+    return [(pl.col("_pos").sum() / pl.len()).alias("_user_rate"), pl.len().alias("_user_n")]
+
+
 def history_with_marks(history: pl.DataFrame | pl.LazyFrame, threshold: float) -> pl.LazyFrame:
     """Each view with ``_pos`` (1.0 for a positive label, else 0.0) and ``_log_wr`` (log watch ratio)."""
     names = history.collect_schema().names()
@@ -53,8 +72,6 @@ def history_with_marks(history: pl.DataFrame | pl.LazyFrame, threshold: float) -
         portable_log(pl.col(Columns.watch_ratio).cast(pl.Float64) + LOG_EPS).alias("_log_wr"),
     )
 
-
-# ------------------------------------------------------------------------------------------------
 
 _ITEM_PARTIAL_SCHEMA = pl.Schema({Columns.item: pl.Int32, "n": pl.Int64, "pos": pl.Int64, "log_units": pl.Int128})
 
