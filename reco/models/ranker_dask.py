@@ -138,11 +138,13 @@ def lightgbm_ndcg_at(scores: np.ndarray, labels: np.ndarray, group_sizes: np.nda
     starts = np.concatenate(([0], np.cumsum(group_sizes)[:-1]))
     gain_of = np.ldexp(1.0, labels.astype(np.int64)) - 1.0  # 2**label - 1, exact
     log_two = float(portable_math.log(np.array([2.0]))[0])
+    places = min(k, int(np.max(group_sizes, initial=0)))
+    log_of_place = portable_math.log(2.0 + np.arange(places, dtype=np.float64))  # each place's log, once per call
 
     def dcg(order: np.ndarray) -> np.ndarray:
         position = np.arange(len(order)) - starts[query[order]]
         kept = position < k
-        discounted = gain_of[order][kept] * log_two / portable_math.log(2.0 + position[kept].astype(np.float64))
+        discounted = gain_of[order][kept] * log_two / log_of_place[position[kept]]
         return np.bincount(query[order][kept], weights=discounted, minlength=n_queries)
 
     rows = np.arange(len(scores))
