@@ -29,7 +29,7 @@ SEEDS = [1, 2, 3]
 
 def issue20_space() -> dict[str, Any]:
     """Issue #20's committed space in today's format (start = that space's chosen values)."""
-    from reco.experiments.selection_space import MODEL_SECTIONS
+    from reco.experiments.selection_space import parse_space, uncovered
 
     def at_commit(path: str) -> Any:
         text = subprocess.run(["git", "show", f"{SPACE_COMMIT}:{path}"], cwd=REPO, capture_output=True, text=True, check=True)
@@ -41,20 +41,16 @@ def issue20_space() -> dict[str, Any]:
     steps = [{"key": s["key"], "values": s["values"], "judge": s.get("judge", "ranker")} for s in old["steps"]]
     searched = {s["key"] for s in steps}
     reason = "issue #20's committed space: the value its log chose (timing comparison only)"
-    return {
+    spec = {
         "target": {"block": "validation", "metric": "ndcg_at_10"},
         "seeds": SEEDS,
         "alpha": 0.05,
         "max_passes": 1,
         "start": {key: {"value": chosen[key], "reason": reason} for key in sorted(searched)},
         "steps": steps,
-        "fixed": {
-            f"{section}.{key}": "not in issue #20's committed space (timing comparison only)"
-            for section in MODEL_SECTIONS
-            for key in (params.get(section) or {})
-            if f"{section}.{key}" not in searched
-        },
     }
+    not_searched = uncovered(parse_space(spec, "issue #20's space"), params)
+    return spec | {"fixed": {key: "not in issue #20's committed space (timing comparison only)" for key in not_searched}}
 
 
 def main(argv: list[str] | None = None) -> int:
