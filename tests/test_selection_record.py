@@ -20,12 +20,14 @@ from project_copy import REPO
 
 from reco.errors import InputDataError
 from reco.evaluation.report import BlockPayloads, merge_blocks
-from reco.experiments.selection_record import SELECTION_LOG, compare_chosen, same_value, selection_record
+from reco.experiments.selection_record import compare_chosen, same_value, selection_log_path, selection_record
 from reco.params import read_params_file
 
 TEST_METRICS = Path("metrics/blocks/test/metrics.json")
 MERGED_METRICS = Path("metrics/metrics.json")
 RERUN = "re-run `dvc repro` (evaluate@test and report) and commit metrics/"
+REPO = Path(__file__).resolve().parents[1]
+SELECTION_LOG = selection_log_path(read_params_file(REPO / "params.yaml"))  # the committed story's log
 
 PARAMS: dict[str, Any] = {
     "als": {"factors": 32, "alpha": 50.0, "confidence": "signed"},
@@ -107,8 +109,8 @@ def test_the_evaluate_stage_records_the_selection_in_the_test_block_only(tmp_pat
     write_models(tmp_path, inputs)
     evaluate = {"ks": list(KS), "seed": 3, "popularity_smoothing": 10.0, "top_k_output": 5, "bootstrap_samples": 20}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": evaluate}))
-    (tmp_path / "selection").mkdir()
-    log = write_log(tmp_path / SELECTION_LOG, {"evaluate.seed": 3, "evaluate.top_k_output": 10})
+    (tmp_path / "selection" / "latent_drift").mkdir(parents=True)  # no data section: the default story
+    log = write_log(tmp_path / "selection" / "latent_drift" / "log.json", {"evaluate.seed": 3, "evaluate.top_k_output": 10})
     env = {**os.environ, "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1"}
     for block in ("validation", "test"):
         features = tmp_path / "data" / "features" / block
@@ -127,7 +129,7 @@ def test_the_evaluate_stage_records_the_selection_in_the_test_block_only(tmp_pat
         assert done.returncode == 0, done.stderr
     test = json.loads((tmp_path / "metrics" / "blocks" / "test" / "metrics.json").read_text())
     assert test["selection"] == {
-        "log": "selection/log.json",
+        "log": "selection/latent_drift/log.json",
         "log_sha256": hashlib.sha256(log.read_bytes()).hexdigest(),
         "log_complete": True,
         "chosen_on": "validation",

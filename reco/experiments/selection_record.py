@@ -20,10 +20,25 @@ from typing import Any, Final
 
 from reco.errors import InputDataError
 
-__all__ = ["SELECTION_LOG", "compare_chosen", "lookup", "same_value", "selection_record"]
+__all__ = ["SELECTION_DIR", "compare_chosen", "lookup", "same_value", "selection_log_path", "selection_record"]
 
-SELECTION_LOG: Final = Path("selection/log.json")
+SELECTION_DIR: Final = Path("selection")
 _MISSING: Final = object()
+
+
+def selection_log_path(params: Mapping[str, Any]) -> Path:
+    """The committed selection log of the data that ``params`` describe: ``selection/<data.story>/log.json``.
+
+    Each simulator story has its own choice, made on its own validation block (for real KuaiRec,
+    ``data.story`` only names the folder).
+
+    Examples
+    --------
+    >>> selection_log_path({"data": {"story": "sessions"}}).as_posix()
+    'selection/sessions/log.json'
+    """
+    story = (params.get("data") or {}).get("story") or "latent_drift"
+    return SELECTION_DIR / str(story) / "log.json"
 
 
 def lookup(params: Mapping[str, Any], key: str) -> Any:

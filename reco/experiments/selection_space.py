@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import yaml
 
-__all__ = ["MODEL_SECTIONS", "SPACE_FILE", "Space", "Step", "load_space", "parse_space", "uncovered"]
+__all__ = ["MODEL_SECTIONS", "SPACE_FILE", "Search", "Space", "Step", "load_space", "parse_space", "uncovered"]
 
 SPACE_FILE: Final = Path("selection/space.yaml")
 # The sections whose every key is a modelling choice the selection must search or fix with a reason.
@@ -41,6 +41,27 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Search:
+    """How the space is searched: ``coordinate`` passes over the steps, or ``halving`` over random draws.
+
+    ``halving`` (:mod:`reco.experiments.selection_halving`) draws ``configurations`` configurations with
+    ``draw_seed``, screens them and the start on ``screen_seeds``, takes the best ``keep`` to every seed
+    (judged on ``judge``), then ablates ``ablation_key`` (not drawn) on the chosen configuration.
+    """
+
+    method: str = "coordinate"
+    configurations: int = 0
+    screen_seeds: tuple[int, ...] = ()
+    keep: int = 0
+    judge: str = "ranker"
+    draw_seed: int = 0
+    ablation_key: str = "ranker.exclude_groups"
+
+
+METHODS: Final = ("coordinate", "halving")
+
+
+@dataclass(frozen=True)
 class Space:
     """A parsed search space."""
 
@@ -53,6 +74,7 @@ class Space:
     start_reasons: dict[str, str]
     steps: tuple[Step, ...]
     fixed: dict[str, str] = field(default_factory=dict)  # key -> why it is not searched
+    search: Search = field(default_factory=Search)
 
 
 def _fail(path: Path | str, message: str) -> None:
@@ -86,6 +108,25 @@ def parse_space(spec: Mapping[str, Any], where: Path | str = SPACE_FILE) -> Spac
     both = sorted(set(fixed) & {step.key for step in steps})
     if both:
         _fail(where, f"settings both searched and fixed: {both}")
+    raw_search = spec.get("search") or {}
+    search = Search(
+        method=str(raw_search.get("method", "coordinate")),
+        configurations=int(raw_search.get("configurations", 0)),
+        screen_seeds=tuple(int(s) for s in raw_search.get("screen_seeds", ())),
+        keep=int(raw_search.get("keep", 0)),
+        judge=str(raw_search.get("judge", "ranker")),
+        draw_seed=int(raw_search.get("draw_seed", 0)),
+        ablation_key=str(raw_search.get("ablation_key", "ranker.exclude_groups")),
+    )
+    if search.method not in METHODS:
+        _fail(where, f"search.method {search.method!r} is not one of {list(METHODS)}")
+    if search.method == "halving":
+        if search.configurations < 1 or not 1 <= search.keep <= search.configurations:
+            _fail(where, "search: halving needs configurations >= 1 and 1 <= keep <= configurations")
+        if not search.screen_seeds or not set(search.screen_seeds) <= set(seeds):
+            _fail(where, f"search.screen_seeds {list(search.screen_seeds)}: a non-empty subset of seeds {list(seeds)}")
+        if search.judge not in JUDGES:
+            _fail(where, f"search.judge {search.judge!r} is not one of {list(JUDGES)}")
     return Space(
         block=str(target.get("block", "validation")),
         metric=str(target.get("metric", "ndcg_at_10")),
@@ -96,6 +137,7 @@ def parse_space(spec: Mapping[str, Any], where: Path | str = SPACE_FILE) -> Spac
         start_reasons=reasons,
         steps=tuple(steps),
         fixed=fixed,
+        search=search,
     )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from reco.experiments import selection
+from reco.experiments import selection, selection_trials
 from reco.experiments.selection import Trial, apply_to_params, seed_paired_gain, select
 from reco.experiments.selection_space import MODEL_SECTIONS, Space, Step, load_space, parse_space, uncovered
 
@@ -217,10 +217,10 @@ def test_trials_run_as_experiments_of_the_seed_spread_with_the_spaces_seeds(monk
             return Done(json.dumps(spread))
         return Done("")
 
-    monkeypatch.setattr(selection, "_run", fake_run)
-    monkeypatch.setattr(selection, "_wait_for_queue", lambda: None)
+    monkeypatch.setattr(selection_trials, "_run", fake_run)
+    monkeypatch.setattr(selection_trials, "_wait_for_queue", lambda: None)
     trial = Trial(overrides={"ranker.exclude_groups": ["daily"]})
-    selection.run_trials([trial], space_of([], {}), jobs=1)
+    selection_trials.run_trials([trial], space_of([], {}), jobs=1)
     queued = commands[0]
     assert queued[:5] == ["dvc", "exp", "run", "--queue", "seed_spread"]
     assert "seed_spread.seeds=[1, 2, 3]" in queued and 'ranker.exclude_groups=["daily"]' in queued
@@ -229,5 +229,5 @@ def test_trials_run_as_experiments_of_the_seed_spread_with_the_spaces_seeds(monk
 
 @pytest.mark.parametrize(("value", "text"), [(True, "true"), (0.25, "0.25"), ([1, 2], "[1, 2]"), ("holdout", "holdout")])
 def test_values_are_written_as_dvc_parses_them(value: Any, text: str) -> None:
-    assert selection._yaml_value(value) == text
+    assert selection_trials._yaml_value(value) == text
     assert yaml.safe_load(text) == value

@@ -1,0 +1,197 @@
+"""Successive halving over random configurations: the selection's search when coordinate passes cost too much.
+
+Every searched setting of ``selection/space.yaml`` is drawn at random from its step's values (a fixed draw
+seed, so the draws are the same on every machine); the neutral start and the drawn configurations run on
+the screening seeds, the best ``keep`` by the judge's mean go on to every seed of the space, and the best
+finalist replaces the start only when its gain, paired by seed, passes :func:`seed_paired_gain`. The
+ablation key (the feature groups) is not drawn: the chosen configuration then runs with each group left
+out, and a group goes only on a gain beyond the noise. No setting is tuned from the start's neighbourhood,
+so the start cannot decide the result. See docs/selection-and-review.md.
+
+Examples
+--------
+>>> from reco.experiments.selection_space import Step
+>>> draws = draw_configurations({"a.x": 1, "a.y": 2}, [Step("a.x", (1, 3), "ranker"), Step("a.y", (2, 4), "ranker")], 3, 0)
+>>> len(draws), all(d != {"a.x": 1, "a.y": 2} for d in draws)
+(3, True)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from reco.experiments import selection_trials
+from reco.experiments.selection_space import Space, Step
+from reco.experiments.selection_trials import Trial, seed_paired_gain
+
+__all__ = ["draw_configurations", "halving_select"]
+
+REPORTED_MODELS = ("ranker", "als")
+
+
+def draw_configurations(start: Mapping[str, Any], steps: Sequence[Step], count: int, draw_seed: int) -> list[dict[str, Any]]:
+    """``count`` distinct configurations, none equal to ``start``: each step's key drawn uniformly from its values.
+
+    Raises
+    ------
+    ValueError
+        The steps' values cannot make ``count`` distinct configurations besides the start.
+    """
+    rng = random.Random(draw_seed)
+    seen = {json.dumps(dict(start), sort_keys=True)}
+    drawn: list[dict[str, Any]] = []
+    for _ in range(count * 100):
+        if len(drawn) == count:
+            break
+        configuration = {**start, **{step.key: rng.choice(step.values) for step in steps}}
+        key = json.dumps(configuration, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            drawn.append(configuration)
+    if len(drawn) < count:
+        raise ValueError(f"the space's values give only {len(drawn)} distinct configurations besides the start, not {count}")
+    return drawn
+
+
+def _mean(values: Sequence[float] | None) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def _entry(trial: Trial, reference: Trial | None, space: Space, judge: str, start: Mapping[str, Any]) -> dict[str, Any]:
+    gain = None
+    if reference is not None and trial is not reference and not trial.error and not reference.error:
+        mine = trial.results.get(judge, {}).get(space.metric)
+        theirs = reference.results.get(judge, {}).get(space.metric)
+        if mine and theirs:
+            gain = seed_paired_gain(theirs, mine, space.alpha)
+    return {
+        "settings": {key: value for key, value in trial.overrides.items() if json.dumps(value) != json.dumps(start.get(key))},
+        "overrides": trial.overrides,
+        "experiment": trial.name,
+        "error": trial.error,
+        "seeds": list(trial.seeds),
+        "gain_over_reference": gain,
+        "models": {
+            model: {metric: trial.results.get(model, {}).get(metric) for metric in (space.metric, space.metric.replace("ndcg", "map"))}
+            for model in REPORTED_MODELS
+        },
+    }
+
+
+def _best_accepted(candidates: Sequence[Trial], reference: Trial, space: Space, judge: str) -> Trial:
+    """The candidate with the largest gain over ``reference`` that passes the seed-paired test, else ``reference``."""
+    best, best_gain = reference, None
+    for trial in candidates:
+        if trial.error or reference.error:
+            continue
+        gain = seed_paired_gain(reference.results[judge][space.metric], trial.results[judge][space.metric], space.alpha)
+        if gain["accepted"] and (best_gain is None or gain["mean"] > best_gain):
+            best, best_gain = trial, gain["mean"]
+    return best
+
+
+def halving_select(
+    space: Space,
+    *,
+    jobs: int,
+    on_round: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Screen, confirm, ablate; returns the chosen values and the log of every round.
+
+    Rounds: ``screen`` (the start and ``space.search.configurations`` drawn configurations on the
+    screening seeds), ``final`` (the start and the best ``keep`` of the screen, by the judge's mean, on
+    every seed; the best accepted gain over the start wins) and ``ablation`` (the chosen configuration
+    with each other value of the ablation key, on every seed, judged against it). ``on_round(chosen,
+    log)`` is called after each round, so an interrupted search leaves its finished rounds on disk.
+    """
+    search = space.search
+    judge = search.judge
+    ablation_step = next((step for step in space.steps if step.key == search.ablation_key), None)
+    drawn_steps = [step for step in space.steps if step is not ablation_step]
+    start = dict(space.start)
+    log: list[dict[str, Any]] = []
+
+    def report(chosen: dict[str, Any]) -> None:
+        if on_round is not None:
+            on_round(dict(chosen), log)
+
+    screened = [Trial(overrides=start)] + [
+        Trial(overrides=c) for c in draw_configurations(start, drawn_steps, search.configurations, search.draw_seed)
+    ]
+    selection_trials.run_trials(screened, space, jobs, seeds=search.screen_seeds)
+    log.append({"round": "screen", "judge": judge, "seeds": list(search.screen_seeds),
+                "trials": [_entry(t, None, space, judge, start) for t in screened]})  # fmt: skip
+    report(start)
+
+    ranked = sorted(
+        (t for t in screened[1:] if not t.error and t.mean(judge, space.metric) is not None),
+        key=lambda t: -(t.mean(judge, space.metric) or 0.0),
+    )
+    finalists = [Trial(overrides=start)] + [Trial(overrides=t.overrides) for t in ranked[: search.keep]]
+    selection_trials.run_trials(finalists, space, jobs)
+    reference = finalists[0]
+    chosen_trial = _best_accepted(finalists[1:], reference, space, judge)
+    chosen = dict(chosen_trial.overrides)
+    log.append({"round": "final", "judge": judge, "seeds": list(space.seeds),
+                "trials": [_entry(t, reference, space, judge, start) for t in finalists],
+                "chosen": chosen})  # fmt: skip
+    report(chosen)
+
+    if ablation_step is not None:
+        values = [v for v in ablation_step.values if json.dumps(v) != json.dumps(chosen[ablation_step.key])]
+        incumbent = chosen_trial if chosen_trial.seeds == tuple(space.seeds) else Trial(overrides=chosen)
+        variants = [Trial(overrides={**chosen, ablation_step.key: value}) for value in values]
+        selection_trials.run_trials([t for t in [incumbent, *variants] if not t.seeds], space, jobs)
+        winner = _best_accepted(variants, incumbent, space, ablation_step.judge)
+        chosen = dict(winner.overrides)
+        log.append({"round": "ablation", "key": ablation_step.key, "judge": ablation_step.judge, "seeds": list(space.seeds),
+                    "incumbent": incumbent.overrides[ablation_step.key], "chosen": chosen[ablation_step.key],
+                    "trials": [_entry(t, incumbent, space, ablation_step.judge, start) for t in [incumbent, *variants]]})  # fmt: skip
+        report(chosen)
+    return chosen, log
+
+
+def _cell(values: Sequence[float] | None) -> str:
+    mean = _mean(values)
+    if mean is None or values is None:
+        return "failed"
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return f"{mean:.4f} ± {sd:.4f}" if len(values) > 1 else f"{mean:.4f}"
+
+
+def render_halving(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
+    """Markdown lines of the halving rounds: one table per round, each configuration as its settings that differ from the start."""
+    lines: list[str] = []
+    titles = {"screen": "Screen", "final": "Final", "ablation": "Feature-group ablation"}
+    for entry in log:
+        lines += [f"## {titles[entry['round']]}: seeds {entry['seeds']}, judged on {entry['judge']}", ""]
+        lines += [f"| # | settings (differing from the start) | ranker {metric} | ranker {metric.replace('ndcg', 'map')} | "
+                  f"als {metric} | gain over the reference (mean, sd; t vs critical) | experiment |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for number, trial in enumerate(entry["trials"]):
+            models, gain = trial["models"], trial.get("gain_over_reference")
+            settings = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in sorted(trial["settings"].items())) or "the start"
+            if entry["round"] == "ablation":
+                settings = f"`{entry['key']}={json.dumps(trial['overrides'][entry['key']])}`"
+            chosen = entry.get("chosen")
+            mark = ""
+            if entry["round"] == "final" and trial["overrides"] == chosen:
+                mark = " **(chosen)**"
+            elif entry["round"] == "ablation" and json.dumps(trial["overrides"][entry["key"]]) == json.dumps(chosen):
+                mark = " **(chosen)**"
+            if gain is None:
+                gain_text = "reference" if number == 0 and entry["round"] != "screen" else "n/a"
+            else:
+                verdict = "beyond noise" if gain["accepted"] else "within noise"
+                gain_text = f"{gain['mean']:+.4f} (sd {gain['sd']:.4f}; t {gain['t']} vs {gain['critical_t']}): {verdict}"
+            lines.append(
+                f"| {number} | {settings}{mark} | {_cell(models['ranker'].get(metric))} | "
+                f"{_cell(models['ranker'].get(metric.replace('ndcg', 'map')))} | {_cell(models['als'].get(metric))} | "
+                f"{gain_text} | {trial['experiment'] or trial.get('error') or ''} |"
+            )
+        lines.append("")
+    return lines

@@ -1,0 +1,176 @@
+"""The selection's trials: DVC experiments of the seed runs, their per-seed validation metrics, and the rule
+that a gain must pass (a one-sided t test paired by seed). Both searches of :mod:`reco.experiments.selection`
+(coordinate passes and successive halving) run their configurations through :func:`run_trials`. See
+docs/selection-and-review.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reco.experiments.selection_space import Space
+
+__all__ = ["SEED_SPREAD", "Trial", "run_trials", "seed_paired_gain", "spread_values"]
+
+SEED_SPREAD = "metrics/seed_spread.json"
+
+
+@dataclass
+class Trial:
+    """One experiment: the full set of overrides and each model's metric per seed (in the space's seed order)."""
+
+    overrides: dict[str, Any]
+    name: str = ""
+    rev: str = ""  # the experiment's commit
+    results: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # model -> metric -> per-seed values
+    error: str | None = None
+    seeds: tuple[int, ...] = ()  # the seeds of ``results`` (empty until run)
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.overrides, sort_keys=True)
+
+    def mean(self, model: str, metric: str) -> float | None:
+        values = self.results.get(model, {}).get(metric)
+        return math.fsum(values) / len(values) if values else None
+
+
+def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(args), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _yaml_value(value: Any) -> str:
+    """``-S key=value`` text that DVC parses back to the same YAML value."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: Sequence[int] | None = None) -> None:
+    """Queue every trial as a DVC experiment targeting ``seed_spread`` with ``seeds`` (default: the space's),
+    run the queue, read each trial's per-seed validation metrics from its ``metrics/seed_spread.json``.
+
+    A seed run that an earlier experiment already made with the same settings comes from DVC's run cache,
+    so adding seeds to a screened configuration costs only the new seeds.
+    """
+    seeds = list(space.seeds if seeds is None else seeds)
+    for trial in trials:
+        args = ["dvc", "exp", "run", "--queue", "seed_spread", "-S", f"seed_spread.seeds={_yaml_value(seeds)}"]
+        for key, value in trial.overrides.items():
+            args += ["-S", f"{key}={_yaml_value(value)}"]
+        out = _run(args).stdout
+        match = re.search(r"Queued experiment '([^']+)'", out)
+        trial.name = match.group(1) if match else ""
+    _run(["dvc", "queue", "start", "-j", str(jobs)])
+    _wait_for_queue()
+    revs = _experiment_revisions(_run(["git", "rev-parse", "HEAD"]).stdout.strip())
+    for trial in trials:
+        rev = revs.get(trial.name)
+        trial.rev = rev or ""
+        if rev is None:
+            trial.error = "experiment failed or not found (see `dvc queue logs " + trial.name + "`)"
+            continue
+        spread = json.loads(_run(["git", "show", f"{rev}:{SEED_SPREAD}"]).stdout)
+        trial.results = spread_values(spread, space, seeds)
+        trial.seeds = tuple(seeds)
+
+
+def spread_values(
+    spread: Mapping[str, Any], space: Space, seeds: Sequence[int] | None = None
+) -> dict[str, dict[str, list[float]]]:
+    """``model -> metric -> per-seed values`` of the space's block from a ``metrics/seed_spread.json``.
+
+    Raises
+    ------
+    ValueError
+        The file's seeds are not ``seeds`` (default: the space's): the experiment did not run the seeds
+        it was asked to.
+    """
+    expected = list(space.seeds if seeds is None else seeds)
+    if [int(s) for s in spread.get("seeds", [])] != expected:
+        raise ValueError(f"{SEED_SPREAD} has seeds {spread.get('seeds')}, expected {expected}")
+    models = spread.get("blocks", {}).get(space.block, {}).get("models", {})
+    return {model: {metric: [float(v) for v in entry["values"]] for metric, entry in per.items()} for model, per in models.items()}
+
+
+def _wait_for_queue() -> None:
+    import time
+
+    while True:
+        status = _run(["dvc", "queue", "status"]).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return
+        time.sleep(5)
+
+
+def _experiment_revisions(baseline: str) -> dict[str, str]:
+    """``{experiment name: commit sha}`` of the experiments based on ``baseline``, from their Git refs.
+
+    DVC keeps each experiment as the ref ``refs/exps/<baseline[:2]>/<baseline[2:]>/<name>``. Reading the
+    refs is instant, where ``dvc exp show --json --all-commits`` collects the metrics of every commit of
+    the history, which grows with the project.
+    """
+    refs = _run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"]).stdout
+    return _parse_experiment_refs(refs, baseline)
+
+
+def _parse_experiment_refs(refs: str, baseline: str) -> dict[str, str]:
+    r"""``{name: sha}`` from ``git for-each-ref`` lines (``sha ref``), only the experiments of ``baseline``.
+
+    Examples
+    --------
+    >>> refs = "1e62 refs/exps/af/3d01/agile-mete\n2098 refs/exps/celery/stash\n5a4f refs/exps/bb/0000/other"
+    >>> _parse_experiment_refs(refs, "af3d01")
+    {'agile-mete': '1e62'}
+    """
+    prefix = f"refs/exps/{baseline[:2]}/{baseline[2:]}/"
+    found: dict[str, str] = {}
+    for line in refs.splitlines():
+        sha, _, ref = line.partition(" ")
+        if ref.startswith(prefix) and "/" not in ref[len(prefix) :]:
+            found[ref[len(prefix) :]] = sha
+    return found
+
+
+def seed_paired_gain(incumbent: Sequence[float], candidate: Sequence[float], alpha: float) -> dict[str, Any]:
+    """The candidate's gain over the incumbent, paired by seed, and whether it is beyond the seeds' noise.
+
+    The differences of the two configurations' runs with the same seed have a mean ``d`` and a sample
+    standard deviation ``s``; the gain is accepted when ``t = d / (s / sqrt(n))`` exceeds the one-sided
+    Student t quantile ``1 - alpha`` with ``n - 1`` degrees of freedom (with ``s = 0``: when ``d > 0``).
+
+    Examples
+    --------
+    >>> seed_paired_gain([0.70, 0.71, 0.72], [0.72, 0.73, 0.74], 0.05)["accepted"]
+    True
+    >>> seed_paired_gain([0.70, 0.71, 0.72], [0.71, 0.70, 0.73], 0.05)["accepted"]
+    False
+    """
+    from scipy import stats
+
+    if len(incumbent) != len(candidate) or len(incumbent) < 2:
+        raise ValueError(f"paired runs needed on the same >= 2 seeds, got {len(incumbent)} and {len(candidate)}")
+    differences = [c - i for i, c in zip(incumbent, candidate, strict=True)]
+    n = len(differences)
+    mean = math.fsum(differences) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
+    critical = float(stats.t.ppf(1.0 - alpha, n - 1))
+    if sd < 1e-12:
+        t_value = math.inf if mean > 0 else (-math.inf if mean < 0 else 0.0)
+    else:
+        t_value = mean / (sd / math.sqrt(n))
+    return {
+        "mean": round(mean, 6),
+        "sd": round(sd, 6),
+        "t": round(t_value, 3) if math.isfinite(t_value) else t_value,
+        "df": n - 1,
+        "critical_t": round(critical, 3),
+        "accepted": bool(t_value > critical),
+    }

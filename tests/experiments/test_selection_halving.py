@@ -1,0 +1,103 @@
+"""Successive halving without DVC: trials are scored per seed by a known function of their settings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from reco.experiments import selection_halving
+from reco.experiments.selection_halving import draw_configurations, halving_select, render_halving
+from reco.experiments.selection_space import Search, Space, Step
+from reco.experiments.selection_trials import Trial
+
+SEEDS = (1, 2, 3)
+SEED_EFFECT = {1: 0.004, 2: -0.003, 3: 0.001}
+STEPS = (
+    Step("als.factors", (32, 64, 100), "als"),
+    Step("ranker.num_leaves", (15, 31, 63), "ranker"),
+    Step("ranker.learning_rate", (0.05, 0.1), "ranker"),
+    Step("ranker.exclude_groups", ([], ["tags"], ["daily"]), "ranker"),
+)
+START = {"als.factors": 100, "ranker.num_leaves": 31, "ranker.learning_rate": 0.1, "ranker.exclude_groups": []}
+
+
+def halving_space(configurations: int = 6, keep: int = 2) -> Space:
+    return Space(
+        block="validation", metric="ndcg_at_10", seeds=SEEDS, alpha=0.05, max_passes=1, start=START,
+        start_reasons={key: "test" for key in START}, steps=STEPS,
+        search=Search(method="halving", configurations=configurations, screen_seeds=(1,), keep=keep, judge="ranker", draw_seed=0),
+    )  # fmt: skip
+
+
+def score(overrides: dict[str, Any], seed: int) -> float:
+    """The ranker's NDCG: best with 63 leaves and 64 factors; leaving out tags costs, leaving out daily helps."""
+    value = 0.6 + SEED_EFFECT[seed] + {15: -0.02, 31: 0.0, 63: 0.03}[overrides["ranker.num_leaves"]]
+    value += {32: -0.01, 64: 0.01, 100: 0.0}[overrides["als.factors"]]
+    value += {"[]": 0.0, '["tags"]': -0.01, '["daily"]': 0.005}[json.dumps(overrides["ranker.exclude_groups"])]
+    return value
+
+
+def fake_runner(runs: list[tuple[str, tuple[int, ...]]]):
+    def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: tuple[int, ...] | None = None) -> None:
+        seeds = tuple(space.seeds if seeds is None else seeds)
+        for trial in trials:
+            runs.append((trial.key, seeds))
+            trial.name, trial.seeds = f"exp-{len(runs)}", seeds
+            trial.results = {
+                "ranker": {"ndcg_at_10": [score(trial.overrides, s) for s in seeds]},
+                "als": {"ndcg_at_10": [0.5 + SEED_EFFECT[s] for s in seeds]},
+            }
+
+    return run_trials
+
+
+def test_draws_are_distinct_reproducible_and_never_the_start() -> None:
+    steps = [step for step in STEPS if step.key != "ranker.exclude_groups"]
+    first, again = draw_configurations(START, steps, 10, 7), draw_configurations(START, steps, 10, 7)
+    assert first == again and START not in first
+    assert len({json.dumps(c, sort_keys=True) for c in first}) == 10
+    with pytest.raises(ValueError, match="distinct configurations"):
+        draw_configurations(START, steps, 18, 0)  # 3 x 3 x 2 = 18 configurations, one of them the start
+
+
+def test_screen_confirm_ablate(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[tuple[str, tuple[int, ...]]] = []
+    monkeypatch.setattr(selection_halving.selection_trials, "run_trials", fake_runner(runs))
+    rounds: list[str] = []
+    chosen, log = halving_select(halving_space(), jobs=1, on_round=lambda chosen, log: rounds.append(log[-1]["round"]))
+    assert rounds == ["screen", "final", "ablation"]
+    screen, final, ablation = log
+    # the screen runs the start and every draw on the screening seed only; the ablation key is never drawn
+    assert screen["seeds"] == [1] and len(screen["trials"]) == 7
+    assert all(t["overrides"]["ranker.exclude_groups"] == [] for t in screen["trials"])
+    # the final runs the start and the best 2 of the screen on every seed
+    assert final["seeds"] == [1, 2, 3] and len(final["trials"]) == 3
+    screened = sorted(screen["trials"][1:], key=lambda t: -t["models"]["ranker"]["ndcg_at_10"][0])
+    assert [t["overrides"] for t in final["trials"][1:]] == [t["overrides"] for t in screened[:2]]
+    # the best finalist wins over the start beyond the noise (the seed effect is shared, so sd 0)
+    best = max(final["trials"][1:], key=lambda t: sum(t["models"]["ranker"]["ndcg_at_10"]))
+    assert final["chosen"] == best["overrides"] and best["gain_over_reference"]["accepted"]
+    # the ablation leaves out daily (a gain), keeps tags, and runs the chosen configuration no second time
+    assert ablation["chosen"] == ["daily"] and chosen["ranker.exclude_groups"] == ["daily"]
+    assert {k: v for k, v in chosen.items() if k != "ranker.exclude_groups"} == {
+        k: v for k, v in best["overrides"].items() if k != "ranker.exclude_groups"
+    }
+    assert len(runs) == len(set(runs))
+    text = "\n".join(render_halving(log, "ndcg_at_10"))
+    assert "## Screen: seeds [1]" in text and "**(chosen)**" in text and "## Feature-group ablation" in text
+
+
+def test_the_start_stays_when_no_finalist_beats_it_beyond_the_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: tuple[int, ...] | None = None) -> None:
+        seeds = tuple(space.seeds if seeds is None else seeds)
+        wobble = {1: 0.01, 2: -0.012, 3: 0.0}  # a gain on the screening seed that the other seeds undo
+        for trial in trials:
+            trial.seeds = seeds
+            bonus = 0.0 if trial.overrides == START else 1.0
+            trial.results = {"ranker": {"ndcg_at_10": [0.6 + bonus * wobble[s] for s in seeds]}}
+
+    monkeypatch.setattr(selection_halving.selection_trials, "run_trials", run_trials)
+    chosen, log = halving_select(halving_space(), jobs=1)
+    assert chosen == START and log[1]["chosen"] == START
