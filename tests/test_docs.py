@@ -38,12 +38,13 @@ TEST_COMMAND = (
 )
 NEEDS = {"real data", "network", "gpu", "cluster", "full profile"}
 MARKER = re.compile(r"\s+#\s*needs:\s*(?P<needs>[^#]+?)\s*$")
-# A one-step, one-pass search space for the selection on the tiny profile (the committed one searches
-# every model setting); every other setting is fixed (see _setup_selection).
+# The committed search (successive halving) over one setting on the tiny profile: one draw screened on
+# seed 1, then confirmed on 3 seeds (the committed space searches every model setting); every other
+# setting is fixed (see _setup_selection).
 TINY_SPACE = {
     "target": {"block": "validation", "metric": "ndcg_at_10"},
     "seeds": [1, 2, 3],
-    "max_passes": 1,
+    "search": {"method": "halving", "configurations": 1, "screen_seeds": [1], "keep": 1, "judge": "ranker"},
     "start": {"ranker.num_leaves": {"value": 15, "reason": "the tiny profile's value"}},
     "steps": [{"key": "ranker.num_leaves", "values": [15, 7], "judge": "ranker"}],
 }
@@ -315,9 +316,12 @@ def _check_protocol(workdir: Path) -> None:
 
 
 def _check_selection(workdir: Path) -> None:
-    log = json.loads((workdir / "selection" / "log.json").read_text(encoding="utf-8"))
-    assert log["complete"] and set(log["chosen"]) <= {"ranker.num_leaves"}
+    from reco.experiments.selection_record import selection_log_path
+
     params = yaml.safe_load((workdir / "params.yaml").read_text(encoding="utf-8"))
+    log = json.loads((workdir / selection_log_path(params)).read_text(encoding="utf-8"))
+    assert log["complete"] and set(log["chosen"]) <= {"ranker.num_leaves"}
+    assert [entry["round"] for entry in log["steps"]] == ["screen", "final"]
     assert params["ranker"]["num_leaves"] == 63  # the experiment's results are in the workspace
 
 

@@ -2,10 +2,12 @@
 
 ``python -m tools.story_results --story sessions`` clones the committed HEAD into a temporary folder, sets
 ``data.story`` (and ``seed_spread.seeds: []``: the seed runs are not needed for the headline), runs
-``dvc repro`` there and writes, per block, the NDCG@10 of the ranker, ALS, popularity and the story's
+the settings that story's own selection chose on its validation block (``selection/<story>/log.json``,
+when committed), runs ``dvc repro`` there and writes, per block, the NDCG@10 of the ranker, ALS, popularity and the story's
 true-probability oracle, the ranker's share of the oracle, the paired ranker - ALS and ranker -
-popularity differences with their 95% intervals, and the candidates' recall@N per source. The params
-are the committed ones (chosen on the default story); the file says so. See docs/simulator.md.
+popularity differences with their 95% intervals, the candidates' recall@N per source, and the test block's
+record of the selection it followed (the log's sha256, whether the params held its choice). See
+docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from reco.experiments.selection_record import selection_log_path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "metrics" / "stories"
@@ -53,9 +57,21 @@ def summarise(workdir: Path, story: str, commit: str) -> dict[str, Any]:
     return {
         "story": story,
         "commit": commit,
-        "params": "the committed params.yaml (chosen on the default story), seed_spread.seeds: []",
+        "params": "the committed params.yaml, seed_spread.seeds: []",
+        "selection": metrics["test"].get("selection"),
         "blocks": blocks,
     }
+
+
+def apply_story_choice(params: dict[str, Any], log_path: Path) -> str:
+    """Write the story's committed selection choice into ``params`` (in place); what the params are, in words."""
+    if not log_path.is_file():
+        return "the committed params.yaml (no selection log for this story), seed_spread.seeds: []"
+    chosen = json.loads(log_path.read_text(encoding="utf-8"))["chosen"]
+    for key, value in chosen.items():
+        section, name = key.split(".", 1)
+        params.setdefault(section, {})[name] = value
+    return f"the committed params.yaml with the choice of the story's own selection (selection/{log_path.parent.name}/log.json), seed_spread.seeds: []"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         params = yaml.safe_load((work / "params.yaml").read_text(encoding="utf-8"))
         params["data"]["story"] = args.story
         params["seed_spread"]["seeds"] = []
+        described = apply_story_choice(params, work / selection_log_path(params))
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
         subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=work, env=env, check=True)
-        summary = summarise(work, args.story, commit)
+        summary = summarise(work, args.story, commit) | {"params": described}
     return _write(summary, args.story)
 
 

@@ -8,8 +8,8 @@ metric), which ``python -m reco.review`` compares a change against. See docs/sel
 
 Examples
 --------
->>> summarise([0.70, 0.72, 0.71])["std"]
-0.01
+>>> summarise([0.70, 0.72, 0.71])["std"], summarise([0.70])["std"]
+(0.01, None)
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ VARIED: Final = {"als": "random_state (both fits)", "ranker": "seed (user sample
 
 
 def summarise(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sample standard deviation, min, max and the values (rounded to 6 digits)."""
+    """Mean, sample standard deviation (``None`` for one value: one run has no spread), min, max and the values."""
     array = np.asarray(values, dtype=np.float64)
     mean = math.fsum(array.tolist()) / array.size
-    std = math.sqrt(math.fsum(((array - mean) ** 2).tolist()) / (array.size - 1)) if array.size > 1 else 0.0
+    std = math.sqrt(math.fsum(((array - mean) ** 2).tolist()) / (array.size - 1)) if array.size > 1 else None
     return {
         "mean": round(mean, 6),
-        "std": round(std, 6),
+        "std": None if std is None else round(std, 6),
         "min": round(float(array.min()), 6),
         "max": round(float(array.max()), 6),
         "values": [round(float(v), 6) for v in array],
