@@ -131,14 +131,26 @@ def halving_select(
         (t for t in screened[1:] if not t.error and t.mean(judge, space.metric) is not None),
         key=lambda t: -(t.mean(judge, space.metric) or 0.0),
     )
-    finalists = [Trial(overrides=start)] + [Trial(overrides=t.overrides) for t in ranked[: search.keep]]
-    selection_trials.run_trials(finalists, space, jobs)
-    reference = finalists[0]
-    chosen_trial = _best_accepted(finalists[1:], reference, space, judge)
+    # A start that failed on the screen (e.g. implicit's default regularization gives factors beyond the
+    # exact-score bound) is not run again: then there is no null to test against, and the best finalist
+    # by its mean over every seed is chosen (the log says so).
+    start_failed = screened[0].error
+    reference = Trial(overrides=start)
+    if start_failed:
+        reference.error = f"the start failed on the screen: {start_failed}"
+    finalists = [reference] + [Trial(overrides=t.overrides) for t in ranked[: search.keep]]
+    selection_trials.run_trials([t for t in finalists if not t.error], space, jobs)
+    if start_failed:
+        ran = [t for t in finalists[1:] if not t.error and t.mean(judge, space.metric) is not None]
+        chosen_trial = max(ran, key=lambda t: t.mean(judge, space.metric) or 0.0) if ran else reference
+    else:
+        chosen_trial = _best_accepted(finalists[1:], reference, space, judge)
     chosen = dict(chosen_trial.overrides)
     log.append({"round": "final", "judge": judge, "seeds": list(space.seeds),
                 "trials": [_entry(t, reference, space, judge, start) for t in finalists],
-                "chosen": chosen})  # fmt: skip
+                "chosen": chosen,
+                "rule": ("the start failed: the best finalist by its mean over every seed" if start_failed
+                         else "the best finalist whose gain over the start passes the seed-paired test, else the start")})  # fmt: skip
     report(chosen)
 
     if ablation_step is not None:
@@ -169,6 +181,8 @@ def render_halving(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
     titles = {"screen": "Screen", "final": "Final", "ablation": "Feature-group ablation"}
     for entry in log:
         lines += [f"## {titles[entry['round']]}: seeds {entry['seeds']}, judged on {entry['judge']}", ""]
+        if entry.get("rule"):
+            lines += [f"Rule: {entry['rule']}.", ""]
         lines += [f"| # | settings (differing from the start) | ranker {metric} | ranker {metric.replace('ndcg', 'map')} | "
                   f"als {metric} | gain over the reference (mean, sd; t vs critical) | experiment |",
                   "|---|---|---|---|---|---|---|"]  # fmt: skip

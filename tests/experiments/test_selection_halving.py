@@ -101,3 +101,22 @@ def test_the_start_stays_when_no_finalist_beats_it_beyond_the_noise(monkeypatch:
     monkeypatch.setattr(selection_halving.selection_trials, "run_trials", run_trials)
     chosen, log = halving_select(halving_space(), jobs=1)
     assert chosen == START and log[1]["chosen"] == START
+
+
+def test_a_start_that_cannot_run_leaves_the_best_finalist_by_its_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[tuple[str, tuple[int, ...]]] = []
+    inner = fake_runner(runs)
+
+    def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: tuple[int, ...] | None = None) -> None:
+        inner(trials, space, jobs, seeds)
+        for trial in trials:
+            if trial.overrides == START:
+                trial.results, trial.error = {}, "ALS factor of size 10.4 >= 8.0"
+
+    monkeypatch.setattr(selection_halving.selection_trials, "run_trials", run_trials)
+    chosen, log = halving_select(halving_space(), jobs=1)
+    final = log[1]
+    assert final["trials"][0]["error"].startswith("the start failed on the screen")
+    assert sum(1 for key, _ in runs if key == json.dumps(START, sort_keys=True)) == 1  # not run again
+    best = max(final["trials"][1:], key=lambda t: sum(t["models"]["ranker"]["ndcg_at_10"]))
+    assert final["chosen"] == best["overrides"] and "start failed" in final["rule"]
