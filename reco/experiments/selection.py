@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", type=Path, default=SPACE_FILE)
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (dvc queue start -j)")
     parser.add_argument("--apply", action="store_true", help="write the chosen values into params.yaml")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="halving: read the configurations an interrupted run of this story already ran from its log",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     space = load_space(args.space)
@@ -226,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_passes": space.max_passes, "start": space.start, "fixed": space.fixed,
         "data": params.get("data"), "label": params.get("label"),
         "search": {"method": search.method, "configurations": search.configurations, "screen_seeds": list(search.screen_seeds),
-                   "keep": search.keep, "judge": search.judge, "draw_seed": search.draw_seed, "ablation_key": search.ablation_key},
+                   "keep": search.keep, "judge": search.judge, "draw_seed": search.draw_seed, "ablation_key": search.ablation_key,
+                   "ablate": search.ablate},
     }  # fmt: skip
     log_json = selection_log_path(params)
     log_md = log_json.with_suffix(".md")
@@ -238,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         log_md.write_text(render_markdown(log, chosen, meta), encoding="utf-8")
 
     if search.method == "halving":
-        chosen, log = halving_select(space, jobs=args.jobs, on_round=write_logs)
+        previous = json.loads(log_json.read_text(encoding="utf-8")).get("steps", []) if args.resume and log_json.is_file() else []
+        chosen, log = halving_select(space, jobs=args.jobs, on_round=write_logs, previous=previous)
     else:
         chosen, log = select(space, jobs=args.jobs, on_step=write_logs)
     write_logs(chosen, log, complete=True)

@@ -94,20 +94,53 @@ def _best_accepted(candidates: Sequence[Trial], reference: Trial, space: Space, 
     return best
 
 
+def _reused(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, tuple[int, ...]], Trial]:
+    """Trials of an earlier log's entries (failed ones excluded), keyed by their overrides and seeds."""
+    found: dict[tuple[str, tuple[int, ...]], Trial] = {}
+    for entry in entries:
+        if entry.get("error") or not entry.get("seeds"):
+            continue
+        results = {
+            model: {metric: list(values) for metric, values in per.items() if values}
+            for model, per in (entry.get("models") or {}).items()
+        }
+        trial = Trial(overrides=dict(entry["overrides"]), name=entry.get("experiment") or "", results=results,
+                      seeds=tuple(entry["seeds"]))  # fmt: skip
+        found[(trial.key, trial.seeds)] = trial
+    return found
+
+
 def halving_select(
     space: Space,
     *,
     jobs: int,
     on_round: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
+    previous: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Screen, confirm, ablate; returns the chosen values and the log of every round.
 
     Rounds: ``screen`` (the start and ``space.search.configurations`` drawn configurations on the
     screening seeds), ``final`` (the start and the best ``keep`` of the screen, by the judge's mean, on
     every seed; the best accepted gain over the start wins) and ``ablation`` (the chosen configuration
-    with each other value of the ablation key, on every seed, judged against it). ``on_round(chosen,
-    log)`` is called after each round, so an interrupted search leaves its finished rounds on disk.
+    with each other value of the ablation key, on every seed, judged against it; skipped when the space
+    says ``ablate: false``). ``on_round(chosen, log)`` is called after each round, so an interrupted
+    search leaves its finished rounds on disk; ``previous`` (the rounds of that log) resumes it: a
+    configuration already run on the same seeds is read from there, not run again.
     """
+    earlier = _reused([trial for entry in previous for trial in entry.get("trials", [])])
+
+    def run(trials: list[Trial], seeds: Sequence[int] | None = None) -> None:
+        wanted = tuple(space.seeds if seeds is None else seeds)
+        to_run = []
+        for trial in trials:
+            found = earlier.get((trial.key, wanted))
+            if found is None:
+                to_run.append(trial)
+            else:
+                trial.name, trial.results, trial.seeds = found.name, found.results, found.seeds
+        if to_run:
+            selection_trials.run_trials(to_run, space, jobs, seeds=wanted)
+
     search = space.search
     judge = search.judge
     ablation_step = next((step for step in space.steps if step.key == search.ablation_key), None)
@@ -122,7 +155,7 @@ def halving_select(
     screened = [Trial(overrides=start)] + [
         Trial(overrides=c) for c in draw_configurations(start, drawn_steps, search.configurations, search.draw_seed)
     ]
-    selection_trials.run_trials(screened, space, jobs, seeds=search.screen_seeds)
+    run(screened, search.screen_seeds)
     log.append({"round": "screen", "judge": judge, "seeds": list(search.screen_seeds),
                 "trials": [_entry(t, None, space, judge, start) for t in screened]})  # fmt: skip
     report(start)
@@ -139,7 +172,7 @@ def halving_select(
     if start_failed:
         reference.error = f"the start failed on the screen: {start_failed}"
     finalists = [reference] + [Trial(overrides=t.overrides) for t in ranked[: search.keep]]
-    selection_trials.run_trials([t for t in finalists if not t.error], space, jobs)
+    run([t for t in finalists if not t.error])
     if start_failed:
         ran = [t for t in finalists[1:] if not t.error and t.mean(judge, space.metric) is not None]
         chosen_trial = max(ran, key=lambda t: t.mean(judge, space.metric) or 0.0) if ran else reference
@@ -153,11 +186,11 @@ def halving_select(
                          else "the best finalist whose gain over the start passes the seed-paired test, else the start")})  # fmt: skip
     report(chosen)
 
-    if ablation_step is not None:
+    if ablation_step is not None and search.ablate:
         values = [v for v in ablation_step.values if json.dumps(v) != json.dumps(chosen[ablation_step.key])]
         incumbent = chosen_trial if chosen_trial.seeds == tuple(space.seeds) else Trial(overrides=chosen)
         variants = [Trial(overrides={**chosen, ablation_step.key: value}) for value in values]
-        selection_trials.run_trials([t for t in [incumbent, *variants] if not t.seeds], space, jobs)
+        run([t for t in [incumbent, *variants] if not t.seeds])
         winner = _best_accepted(variants, incumbent, space, ablation_step.judge)
         chosen = dict(winner.overrides)
         log.append({"round": "ablation", "key": ablation_step.key, "judge": ablation_step.judge, "seeds": list(space.seeds),

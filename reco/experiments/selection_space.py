@@ -55,7 +55,8 @@ class Search:
     keep: int = 0
     judge: str = "ranker"
     draw_seed: int = 0
-    ablation_key: str = "ranker.exclude_groups"
+    ablation_key: str = "ranker.exclude_groups"  # never drawn; ablated on the chosen configuration
+    ablate: bool = True  # False: no ablation round (the key stays at its start value)
 
 
 METHODS: Final = ("coordinate", "halving")
@@ -117,6 +118,7 @@ def parse_space(spec: Mapping[str, Any], where: Path | str = SPACE_FILE) -> Spac
         judge=str(raw_search.get("judge", "ranker")),
         draw_seed=int(raw_search.get("draw_seed", 0)),
         ablation_key=str(raw_search.get("ablation_key", "ranker.exclude_groups")),
+        ablate=bool(raw_search.get("ablate", True)),
     )
     if search.method not in METHODS:
         _fail(where, f"search.method {search.method!r} is not one of {list(METHODS)}")

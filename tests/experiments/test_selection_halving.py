@@ -120,3 +120,30 @@ def test_a_start_that_cannot_run_leaves_the_best_finalist_by_its_mean(monkeypatc
     assert sum(1 for key, _ in runs if key == json.dumps(START, sort_keys=True)) == 1  # not run again
     best = max(final["trials"][1:], key=lambda t: sum(t["models"]["ranker"]["ndcg_at_10"]))
     assert final["chosen"] == best["overrides"] and "start failed" in final["rule"]
+
+
+def test_a_resumed_search_reads_what_it_already_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[tuple[str, tuple[int, ...]]] = []
+    monkeypatch.setattr(selection_halving.selection_trials, "run_trials", fake_runner(runs))
+    first_chosen, first_log = halving_select(halving_space(), jobs=1)
+    interrupted = json.loads(json.dumps(first_log[:2]))  # the screen and the final, through the log's JSON
+    again: list[tuple[str, tuple[int, ...]]] = []
+    monkeypatch.setattr(selection_halving.selection_trials, "run_trials", fake_runner(again))
+    chosen, log = halving_select(halving_space(), jobs=1, previous=interrupted)
+    assert chosen == first_chosen
+    assert [entry["round"] for entry in log] == ["screen", "final", "ablation"]
+    assert {round_["round"]: [t["models"] for t in round_["trials"]] for round_ in log[:2]} == {
+        round_["round"]: [t["models"] for t in round_["trials"]] for round_ in first_log[:2]
+    }
+    assert again and all(seeds == SEEDS for _, seeds in again)  # only the ablation's new variants ran
+    assert len(again) == 2
+
+
+def test_no_ablation_round_when_the_space_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    monkeypatch.setattr(selection_halving.selection_trials, "run_trials", fake_runner([]))
+    space = halving_space()
+    space = dataclasses.replace(space, search=dataclasses.replace(space.search, ablate=False))
+    chosen, log = halving_select(space, jobs=1)
+    assert [entry["round"] for entry in log] == ["screen", "final"] and chosen["ranker.exclude_groups"] == []
