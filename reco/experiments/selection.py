@@ -121,9 +121,11 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
             f"{search['draw_seed']}) from the steps' values of `selection/space.yaml`: the neutral start and every "
             f"draw on seeds {search['screen_seeds']}, the best {search['keep']} by {search['judge']}'s {metric} and "
             f"the start on every seed; the best finalist replaces the start only if its gain, paired by seed, passes "
-            f"a one-sided t test at {meta['alpha']} (t > the critical t with n - 1 df). Then the feature groups "
-            f"are ablated on the chosen configuration with the same rule."
-        )
+            f"a one-sided t test at {meta['alpha']} (t > the critical t with n - 1 df). "
+            + (f"Then the feature groups are ablated on the chosen configuration with the same rule."
+               if search.get("ablate", True) else
+               f"No ablation round (`ablate: false`): `{search.get('ablation_key')}` stays at its start value.")
+        )  # fmt: skip
     else:
         rule = (
             f"A value replaces the incumbent only if its gain, paired by seed, passes a one-sided t test at "
