@@ -536,10 +536,10 @@ def todays_scale() -> tuple[float, float]:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "known shortfall (issue #21, open): with today's validation seed noise (metrics/seed_spread.json: the "
-        "ranker's seed runs spread more than in the previous spread) a planted gap of today's ranker - "
-        "ALS size is flagged in fewer than 95% of tables (the assertion gives the rate); strict, so the suite "
-        "fails once the rule or the noise makes it pass"
+        "known shortfall (issue #21, open): with the settings the halving selection chose, the ranker is not "
+        "above ALS on validation (nothing to plant); with the previous settings a planted gap of that size was "
+        "flagged in fewer than 95% of tables (the assertion gives the rate); strict, so the suite fails once "
+        "the rule, the noise or the gap makes it pass"
     ),
 )
 def test_a_difference_the_size_of_todays_ranker_als_gap_is_flagged() -> None:
