@@ -32,8 +32,10 @@ DVC_FILES = ("dvc.yaml", ".dvcignore", "data/seeds/README.md")  # data/seeds/: t
 TINY_OVERRIDES: dict[str, Any] = {
     "data": {"profile": "tiny"},
     "evaluate": {"ks": [5, 10, 20], "top_k_output": 10},
-    "candidates": {"n": 30},
-    "als": {"factors": 16, "iterations": 8},
+    "candidates": {"n": 30, "popularity_quota": 5, "tag_popularity_quota": 0},  # quotas fit in the tiny list
+    # ALS: strong confidences against the regularization, so the tiny data's factors do not shrink to zero
+    # (with the full profile's chosen alpha 10 / negative weight 1 they do, and the ALS features go flat)
+    "als": {"factors": 16, "iterations": 8, "regularization": 1000.0, "alpha": 50.0, "negative_weight": 50.0},
     "ranker": {"train_users": 200, "n_estimators": 60, "min_data_in_leaf": 20, "num_leaves": 15},
     # 42 is the pipeline's own als.random_state and ranker.seed: that run must reproduce the headline models
     "seed_spread": {"seeds": [1, 42]},
