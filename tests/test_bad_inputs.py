@@ -41,7 +41,7 @@ from reco.schema import INTERACTION_COLUMNS, USER_CATEGORICAL_COLUMNS, Columns, 
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "data": {"profile": "tiny"},
     "evaluate": {"ks": [5, 10, 20], "top_k_output": 10},
-    "candidates": {"n": 30},
+    "candidates": {"n": 30, "popularity_quota": 0, "tag_popularity_quota": 0},  # quotas within the tiny list
     "als": {"factors": 16, "iterations": 8},
     "ranker": {"train_users": 200, "n_estimators": 15, "min_data_in_leaf": 20, "num_leaves": 15},
 }
