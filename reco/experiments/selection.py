@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -25,29 +24,23 @@ import yaml
 from reco.experiments.selection_halving import halving_select, render_halving
 from reco.experiments.selection_record import selection_log_path
 from reco.experiments.selection_space import SPACE_FILE, Space, Step, load_space, uncovered
-from reco.experiments.selection_trials import Trial, _yaml_value, run_trials, seed_paired_gain
+from reco.experiments.selection_trials import (
+    Trial, _yaml_value, best_accepted, gain_text, mean_sd_cell, paired_gain, reported_models, run_trials,
+    seed_paired_gain,
+)  # fmt: skip
 
 __all__ = ["Trial", "apply_to_params", "main", "run_trials", "seed_paired_gain", "select"]
 
 PARAMS_FILE = Path("params.yaml")
-REPORTED_MODELS = ("ranker", "als")
 
 
 def _trial_entry(trial: Trial, incumbent: Trial, step: Step, space: Space) -> dict[str, Any]:
-    gain = None
-    if trial is not incumbent and not trial.error and not incumbent.error:
-        mine, theirs = trial.results.get(step.judge, {}).get(space.metric), incumbent.results.get(step.judge, {}).get(space.metric)
-        if mine and theirs:
-            gain = seed_paired_gain(theirs, mine, space.alpha)
     return {
         "value": trial.overrides[step.key],
         "experiment": trial.name,
         "error": trial.error,
-        "gain_over_incumbent": gain,
-        "models": {
-            model: {metric: trial.results.get(model, {}).get(metric) for metric in (space.metric, space.metric.replace("ndcg", "map"))}
-            for model in REPORTED_MODELS
-        },
+        "gain_over_incumbent": paired_gain(trial, incumbent, step.judge, space),
+        "models": reported_models(trial, space),
     }
 
 
@@ -77,11 +70,7 @@ def select(
             done.update({t.key: t for t in trials})
             incumbent = trials[0]
             entries = [_trial_entry(t, incumbent, step, space) for t in trials]
-            best, best_gain = incumbent, None
-            for trial, entry in zip(trials[1:], entries[1:], strict=True):
-                gain = entry["gain_over_incumbent"]
-                if gain and gain["accepted"] and (best_gain is None or gain["mean"] > best_gain):
-                    best, best_gain = trial, gain["mean"]
+            best = best_accepted(trials[1:], [entry["gain_over_incumbent"] for entry in entries[1:]], incumbent)
             if best is not incumbent:
                 chosen[step.key] = best.overrides[step.key]
                 changed = True
@@ -100,14 +89,6 @@ def select(
         if not changed:
             break
     return chosen, log
-
-
-def _mean_cell(values: Sequence[float] | None) -> str:
-    if not values:
-        return "failed"
-    mean = math.fsum(values) / len(values)
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return f"{mean:.4f} ± {sd:.4f}"
 
 
 def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
@@ -141,9 +122,17 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
         f"with each). {rule}",
         "",
     ]
-    if search["method"] == "halving":
-        lines += render_halving(log, metric)
-        log = []
+    lines += render_halving(log, metric) if search["method"] == "halving" else _render_coordinate(log, metric)
+    lines += ["## Chosen", "", *(f"- `{k}`: `{json.dumps(v)}`" for k, v in chosen.items()), ""]
+    fixed = meta.get("fixed") or {}
+    if fixed:
+        lines += ["## Fixed (not searched)", "", *(f"- `{k}`: {reason}" for k, reason in fixed.items()), ""]
+    return "\n".join(lines)
+
+
+def _render_coordinate(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
+    """Markdown lines of the coordinate passes: one table per step, then the last pass's feature-group ablation."""
+    lines: list[str] = []
     for step in log:
         lines += [f"## Pass {step['pass']}: `{step['key']}` (judged on {step['judge']})", ""]
         lines += [f"| value | ranker {metric} | ranker {metric.replace('ndcg', 'map')} | als {metric} | "
@@ -154,16 +143,13 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
             mark = " **(chosen)**" if trial["value"] == step["chosen"] else ""
             gain = trial.get("gain_over_incumbent")
             if trial["value"] == step["incumbent"]:
-                gain_text = "incumbent"
-            elif gain is None:
-                gain_text = "n/a"
+                gain_cell = "incumbent"
             else:
-                verdict = "beyond noise" if gain["accepted"] else "within noise"
-                gain_text = f"{gain['mean']:+.4f} (sd {gain['sd']:.4f}; t {gain['t']} vs {gain['critical_t']}): {verdict}"
+                gain_cell = "n/a" if gain is None else gain_text(gain)
             lines.append(
-                f"| `{json.dumps(trial['value'])}`{mark} | {_mean_cell(models['ranker'].get(metric))} | "
-                f"{_mean_cell(models['ranker'].get(metric.replace('ndcg', 'map')))} | {_mean_cell(models['als'].get(metric))} | "
-                f"{gain_text} | {trial['experiment'] or trial.get('error') or ''} |"
+                f"| `{json.dumps(trial['value'])}`{mark} | {mean_sd_cell(models['ranker'].get(metric))} | "
+                f"{mean_sd_cell(models['ranker'].get(metric.replace('ndcg', 'map')))} | {mean_sd_cell(models['als'].get(metric))} | "
+                f"{gain_cell} | {trial['experiment'] or trial.get('error') or ''} |"
             )
         lines.append("")
     ablation = [step for step in log if step["key"] == "ranker.exclude_groups"]
@@ -174,13 +160,9 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
         for trial in last["trials"]:
             gain = trial.get("gain_over_incumbent")
             change = "incumbent" if trial["value"] == last["incumbent"] else ("n/a" if gain is None else f"{gain['mean']:+.4f}")
-            lines.append(f"| `{json.dumps(trial['value'])}` | {_mean_cell(trial['models']['ranker'].get(metric))} | {change} |")
+            lines.append(f"| `{json.dumps(trial['value'])}` | {mean_sd_cell(trial['models']['ranker'].get(metric))} | {change} |")
         lines.append("")
-    lines += ["## Chosen", "", *(f"- `{k}`: `{json.dumps(v)}`" for k, v in chosen.items()), ""]
-    fixed = meta.get("fixed") or {}
-    if fixed:
-        lines += ["## Fixed (not searched)", "", *(f"- `{k}`: {reason}" for k, reason in fixed.items()), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def apply_to_params(chosen: Mapping[str, Any], path: Path = PARAMS_FILE) -> list[str]:

@@ -19,18 +19,15 @@ Examples
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reco.experiments import selection_trials
 from reco.experiments.selection_space import Space, Step
-from reco.experiments.selection_trials import Trial, seed_paired_gain
+from reco.experiments.selection_trials import Trial, best_accepted, gain_text, mean_sd_cell, paired_gain, reported_models
 
-__all__ = ["draw_configurations", "halving_select"]
-
-REPORTED_MODELS = ("ranker", "als")
+__all__ = ["draw_configurations", "halving_select", "render_halving"]
 
 
 def draw_configurations(start: Mapping[str, Any], steps: Sequence[Step], count: int, draw_seed: int) -> list[dict[str, Any]]:
@@ -57,41 +54,16 @@ def draw_configurations(start: Mapping[str, Any], steps: Sequence[Step], count: 
     return drawn
 
 
-def _mean(values: Sequence[float] | None) -> float | None:
-    return math.fsum(values) / len(values) if values else None
-
-
 def _entry(trial: Trial, reference: Trial | None, space: Space, judge: str, start: Mapping[str, Any]) -> dict[str, Any]:
-    gain = None
-    if reference is not None and trial is not reference and not trial.error and not reference.error:
-        mine = trial.results.get(judge, {}).get(space.metric)
-        theirs = reference.results.get(judge, {}).get(space.metric)
-        if mine and theirs:
-            gain = seed_paired_gain(theirs, mine, space.alpha)
     return {
         "settings": {key: value for key, value in trial.overrides.items() if json.dumps(value) != json.dumps(start.get(key))},
         "overrides": trial.overrides,
         "experiment": trial.name,
         "error": trial.error,
         "seeds": list(trial.seeds),
-        "gain_over_reference": gain,
-        "models": {
-            model: {metric: trial.results.get(model, {}).get(metric) for metric in (space.metric, space.metric.replace("ndcg", "map"))}
-            for model in REPORTED_MODELS
-        },
+        "gain_over_reference": None if reference is None else paired_gain(trial, reference, judge, space),
+        "models": reported_models(trial, space),
     }
-
-
-def _best_accepted(candidates: Sequence[Trial], reference: Trial, space: Space, judge: str) -> Trial:
-    """The candidate with the largest gain over ``reference`` that passes the seed-paired test, else ``reference``."""
-    best, best_gain = reference, None
-    for trial in candidates:
-        if trial.error or reference.error:
-            continue
-        gain = seed_paired_gain(reference.results[judge][space.metric], trial.results[judge][space.metric], space.alpha)
-        if gain["accepted"] and (best_gain is None or gain["mean"] > best_gain):
-            best, best_gain = trial, gain["mean"]
-    return best
 
 
 def _reused(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, tuple[int, ...]], Trial]:
@@ -173,14 +145,14 @@ def halving_select(
         reference.error = f"the start failed on the screen: {start_failed}"
     finalists = [reference] + [Trial(overrides=t.overrides) for t in ranked[: search.keep]]
     run([t for t in finalists if not t.error])
+    entries = [_entry(t, reference, space, judge, start) for t in finalists]
     if start_failed:
         ran = [t for t in finalists[1:] if not t.error and t.mean(judge, space.metric) is not None]
         chosen_trial = max(ran, key=lambda t: t.mean(judge, space.metric) or 0.0) if ran else reference
     else:
-        chosen_trial = _best_accepted(finalists[1:], reference, space, judge)
+        chosen_trial = best_accepted(finalists[1:], [e["gain_over_reference"] for e in entries[1:]], reference)
     chosen = dict(chosen_trial.overrides)
-    log.append({"round": "final", "judge": judge, "seeds": list(space.seeds),
-                "trials": [_entry(t, reference, space, judge, start) for t in finalists],
+    log.append({"round": "final", "judge": judge, "seeds": list(space.seeds), "trials": entries,
                 "chosen": chosen,
                 "rule": ("the start failed: the best finalist by its mean over every seed" if start_failed
                          else "the best finalist whose gain over the start passes the seed-paired test, else the start")})  # fmt: skip
@@ -191,21 +163,14 @@ def halving_select(
         incumbent = chosen_trial if chosen_trial.seeds == tuple(space.seeds) else Trial(overrides=chosen)
         variants = [Trial(overrides={**chosen, ablation_step.key: value}) for value in values]
         run([t for t in [incumbent, *variants] if not t.seeds])
-        winner = _best_accepted(variants, incumbent, space, ablation_step.judge)
+        entries = [_entry(t, incumbent, space, ablation_step.judge, start) for t in [incumbent, *variants]]
+        winner = best_accepted(variants, [e["gain_over_reference"] for e in entries[1:]], incumbent)
         chosen = dict(winner.overrides)
         log.append({"round": "ablation", "key": ablation_step.key, "judge": ablation_step.judge, "seeds": list(space.seeds),
                     "incumbent": incumbent.overrides[ablation_step.key], "chosen": chosen[ablation_step.key],
-                    "trials": [_entry(t, incumbent, space, ablation_step.judge, start) for t in [incumbent, *variants]]})  # fmt: skip
+                    "trials": entries})  # fmt: skip
         report(chosen)
     return chosen, log
-
-
-def _cell(values: Sequence[float] | None) -> str:
-    mean = _mean(values)
-    if mean is None or values is None:
-        return "failed"
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return f"{mean:.4f} ± {sd:.4f}" if len(values) > 1 else f"{mean:.4f}"
 
 
 def render_halving(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
@@ -231,14 +196,13 @@ def render_halving(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
             elif entry["round"] == "ablation" and json.dumps(trial["overrides"][entry["key"]]) == json.dumps(chosen):
                 mark = " **(chosen)**"
             if gain is None:
-                gain_text = "reference" if number == 0 and entry["round"] != "screen" else "n/a"
+                gain_cell = "reference" if number == 0 and entry["round"] != "screen" else "n/a"
             else:
-                verdict = "beyond noise" if gain["accepted"] else "within noise"
-                gain_text = f"{gain['mean']:+.4f} (sd {gain['sd']:.4f}; t {gain['t']} vs {gain['critical_t']}): {verdict}"
+                gain_cell = gain_text(gain)
             lines.append(
-                f"| {number} | {settings}{mark} | {_cell(models['ranker'].get(metric))} | "
-                f"{_cell(models['ranker'].get(metric.replace('ndcg', 'map')))} | {_cell(models['als'].get(metric))} | "
-                f"{gain_text} | {trial['experiment'] or trial.get('error') or ''} |"
+                f"| {number} | {settings}{mark} | {mean_sd_cell(models['ranker'].get(metric))} | "
+                f"{mean_sd_cell(models['ranker'].get(metric.replace('ndcg', 'map')))} | {mean_sd_cell(models['als'].get(metric))} | "
+                f"{gain_cell} | {trial['experiment'] or trial.get('error') or ''} |"
             )
         lines.append("")
     return lines

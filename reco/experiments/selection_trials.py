@@ -16,9 +16,13 @@ from typing import Any
 
 from reco.experiments.selection_space import Space
 
-__all__ = ["SEED_SPREAD", "Trial", "run_trials", "seed_paired_gain", "spread_values"]
+__all__ = [
+    "REPORTED_MODELS", "SEED_SPREAD", "Trial", "best_accepted", "gain_text", "mean_sd_cell", "paired_gain",
+    "reported_models", "run_trials", "seed_paired_gain", "spread_values",
+]  # fmt: skip
 
 SEED_SPREAD = "metrics/seed_spread.json"
+REPORTED_MODELS = ("ranker", "als")  # the models whose figures a log keeps for every trial
 
 
 @dataclass
@@ -174,3 +178,44 @@ def seed_paired_gain(incumbent: Sequence[float], candidate: Sequence[float], alp
         "critical_t": round(critical, 3),
         "accepted": bool(t_value > critical),
     }
+
+
+def paired_gain(trial: Trial, reference: Trial, judge: str, space: Space) -> dict[str, Any] | None:
+    """:func:`seed_paired_gain` of ``trial`` over ``reference`` on the judge's metric; ``None`` when either
+    failed, lacks the metric, or is the reference itself."""
+    if trial is reference or trial.error or reference.error:
+        return None
+    mine, theirs = trial.results.get(judge, {}).get(space.metric), reference.results.get(judge, {}).get(space.metric)
+    return seed_paired_gain(theirs, mine, space.alpha) if mine and theirs else None
+
+
+def best_accepted(candidates: Sequence[Trial], gains: Sequence[dict[str, Any] | None], reference: Trial) -> Trial:
+    """The candidate whose gain (``gains``, in the same order) passes the test and is the largest; else ``reference``."""
+    best, best_gain = reference, None
+    for trial, gain in zip(candidates, gains, strict=True):
+        if gain and gain["accepted"] and (best_gain is None or gain["mean"] > best_gain):
+            best, best_gain = trial, gain["mean"]
+    return best
+
+
+def reported_models(trial: Trial, space: Space) -> dict[str, dict[str, list[float] | None]]:
+    """The per-seed NDCG and MAP of :data:`REPORTED_MODELS` that a log keeps for a trial."""
+    metrics = (space.metric, space.metric.replace("ndcg", "map"))
+    return {model: {metric: trial.results.get(model, {}).get(metric) for metric in metrics} for model in REPORTED_MODELS}
+
+
+def mean_sd_cell(values: Sequence[float] | None) -> str:
+    """A log table's cell: ``mean ± sd`` over seeds, the value alone for one seed, ``failed`` for none."""
+    if not values:
+        return "failed"
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.4f}"
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
+def gain_text(gain: Mapping[str, Any]) -> str:
+    """A gain's table text: mean, sd, t against the critical t, and the verdict."""
+    verdict = "beyond noise" if gain["accepted"] else "within noise"
+    return f"{gain['mean']:+.4f} (sd {gain['sd']:.4f}; t {gain['t']} vs {gain['critical_t']}): {verdict}"
