@@ -234,7 +234,7 @@ def test_changing_a_ranker_param_marks_its_readers_then_their_downstream(pipelin
     # a ranker-only experiment reuses every ALS-side seed run (and the headline's ALS side)
     assert not expected & {
         "ingest", "prepare", "split", "train_als@ranker", "candidates@test", "features@train",
-        "seed_als@1", "seed_als@42", "seed_features@1", "seed_features@42",
+        "seed_als@1", "seed_als@42", "seed_candidates@1", "seed_candidates@42", "seed_features@1", "seed_features@42",
     }  # fmt: skip
     original = (pipeline / "params.yaml").read_text()
     try:
@@ -304,8 +304,8 @@ def test_changing_an_upstream_param_reruns_exactly_the_downstream_stages(pipelin
         assert stages_rerun(pipeline) == downstream(stages, readers) == {
             "train_als@ranker", "train_als@test", "candidates@validation", "candidates@test", "features@train",
             "features@validation", "features@test", "train_ranker", "evaluate@validation", "evaluate@test",
-            "seed_als@1", "seed_als@42", "seed_features@1", "seed_features@42", "seed_ranker@1", "seed_ranker@42",
-            "seed_spread", "report",
+            "seed_als@1", "seed_als@42", "seed_candidates@1", "seed_candidates@42", "seed_features@1", "seed_features@42",
+            "seed_ranker@1", "seed_ranker@42", "seed_spread", "report",
         }  # fmt: skip
     finally:
         (pipeline / "params.yaml").write_text(original)

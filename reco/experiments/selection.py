@@ -96,7 +96,19 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
     data, label = meta.get("data") or {}, meta.get("label") or {}
     metric = meta["metric"]
     search = meta.get("search") or {"method": "coordinate"}
-    if search["method"] == "halving":
+    if search["method"] == "staged":
+        stages = "; then ".join(_stage_text(stage, metric) for stage in search["stages"])
+        rule = (
+            f"Staged successive halving (`selection/space.yaml`): {stages}. Each stage draws configurations at random "
+            f"(draw seed {search['draw_seed']}) from its steps' values around the previous stage's choice (the first: "
+            f"the neutral start), runs them and that start on seeds {search['screen_seeds']}, then the best and the "
+            f"start on every seed; the best finalist replaces the start only if its gain, paired by seed, passes a "
+            f"one-sided t test at {meta['alpha']} (t > the critical t with n - 1 df). "
+            + (f"Then the feature groups are ablated on the chosen configuration with the same rule."
+               if search.get("ablate", True) else
+               f"No ablation round (`ablate: false`): `{search.get('ablation_key')}` stays at its start value.")
+        )  # fmt: skip
+    elif search["method"] == "halving":
         rule = (
             f"Successive halving over {search['configurations']} configurations drawn at random (draw seed "
             f"{search['draw_seed']}) from the steps' values of `selection/space.yaml`: the neutral start and every "
@@ -122,12 +134,21 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
         f"with each). {rule}",
         "",
     ]
-    lines += render_halving(log, metric) if search["method"] == "halving" else _render_coordinate(log, metric)
+    lines += render_halving(log, metric) if search["method"] in ("halving", "staged") else _render_coordinate(log, metric)
     lines += ["## Chosen", "", *(f"- `{k}`: `{json.dumps(v)}`" for k, v in chosen.items()), ""]
     fixed = meta.get("fixed") or {}
     if fixed:
         lines += ["## Fixed (not searched)", "", *(f"- `{k}`: {reason}" for k, reason in fixed.items()), ""]
     return "\n".join(lines)
+
+
+def _stage_text(stage: Mapping[str, Any], metric: str) -> str:
+    """One stage of a staged search in the log's rule: what judges it and how many configurations it draws."""
+    if stage["judge"] == "candidates":
+        judged = "the candidate generator, judged on the union recall@N of its validation lists"
+    else:
+        judged = f"{stage['judge']}'s {metric}"
+    return f"{judged} over the steps it judges ({stage['configurations']} draws, best {stage['keep']} confirmed)"
 
 
 def _render_coordinate(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
@@ -217,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                    "keep": search.keep, "judge": search.judge, "draw_seed": search.draw_seed, "ablation_key": search.ablation_key,
                    "ablate": search.ablate},
     }  # fmt: skip
+    if search.method == "staged":
+        meta["search"]["stages"] = [{"judge": s.judge, "configurations": s.configurations, "keep": s.keep} for s in search.stages]
     log_json = selection_log_path(params)
     log_md = log_json.with_suffix(".md")
 
@@ -226,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         log_json.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         log_md.write_text(render_markdown(log, chosen, meta), encoding="utf-8")
 
-    if search.method == "halving":
+    if search.method in ("halving", "staged"):
         previous = json.loads(log_json.read_text(encoding="utf-8")).get("steps", []) if args.resume and log_json.is_file() else []
         chosen, log = halving_select(space, jobs=args.jobs, on_round=write_logs, previous=previous)
     else:

@@ -24,8 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reco.experiments import selection_trials
-from reco.experiments.selection_space import Space, Step
-from reco.experiments.selection_trials import Trial, best_accepted, gain_text, mean_sd_cell, paired_gain, reported_models
+from reco.experiments.selection_space import SearchStage, Space, Step
+from reco.experiments.selection_trials import (
+    CANDIDATES, Trial, best_accepted, gain_text, judge_metric, mean_sd_cell, paired_gain, reported_models,
+)  # fmt: skip
 
 __all__ = ["draw_configurations", "halving_select", "render_halving"]
 
@@ -66,10 +68,10 @@ def _entry(trial: Trial, reference: Trial | None, space: Space, judge: str, star
     }
 
 
-def _reused(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, tuple[int, ...]], Trial]:
-    """Trials of an earlier log's entries (failed ones excluded), keyed by their overrides and seeds."""
-    found: dict[tuple[str, tuple[int, ...]], Trial] = {}
-    for entry in entries:
+def _reused(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, tuple[int, ...]], Trial]:
+    """Trials of an earlier log's entries (failed ones excluded), keyed by their judge, overrides and seeds."""
+    found: dict[tuple[str, str, tuple[int, ...]], Trial] = {}
+    for judge, entry in entries:
         if entry.get("error") or not entry.get("seeds"):
             continue
         results = {
@@ -78,8 +80,17 @@ def _reused(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, tuple[int, 
         }
         trial = Trial(overrides=dict(entry["overrides"]), name=entry.get("experiment") or "", results=results,
                       seeds=tuple(entry["seeds"]))  # fmt: skip
-        found[(trial.key, trial.seeds)] = trial
+        found[(judge, trial.key, trial.seeds)] = trial
     return found
+
+
+def _stages(space: Space) -> list[SearchStage]:
+    """The halving stages of the space's search: one for ``halving`` (its judge over every drawn step), each
+    of ``stages`` for ``staged``."""
+    search = space.search
+    if search.method == "staged":
+        return list(search.stages)
+    return [SearchStage(judge=search.judge, configurations=search.configurations, keep=search.keep)]
 
 
 def halving_select(
@@ -89,52 +100,90 @@ def halving_select(
     on_round: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
     previous: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Screen, confirm, ablate; returns the chosen values and the log of every round.
+    """Screen and confirm (per stage), then ablate; returns the chosen values and the log of every round.
 
-    Rounds: ``screen`` (the start and ``space.search.configurations`` drawn configurations on the
-    screening seeds), ``final`` (the start and the best ``keep`` of the screen, by the judge's mean, on
-    every seed; the best accepted gain over the start wins) and ``ablation`` (the chosen configuration
-    with each other value of the ablation key, on every seed, judged against it; skipped when the space
-    says ``ablate: false``). ``on_round(chosen, log)`` is called after each round, so an interrupted
-    search leaves its finished rounds on disk; ``previous`` (the rounds of that log) resumes it: a
-    configuration already run on the same seeds is read from there, not run again.
+    Rounds of each stage: ``screen`` (the stage's start and its ``configurations`` drawn configurations on
+    the screening seeds), ``final`` (the start and the best ``keep`` of the screen, by the judge's mean, on
+    every seed; the best accepted gain over the start wins). ``halving`` has one stage over every drawn
+    step; ``staged`` one per ``search.stages`` entry over the steps of its judge, each starting from the
+    previous stage's choice. Then ``ablation`` (the chosen configuration with each other value of the
+    ablation key, on every seed, judged against it; skipped when the space says ``ablate: false``).
+    ``on_round(chosen, log)`` is called after each round, so an interrupted search leaves its finished
+    rounds on disk; ``previous`` (the rounds of that log) resumes it: a configuration already run for the
+    same judge on the same seeds is read from there, not run again.
     """
-    earlier = _reused([trial for entry in previous for trial in entry.get("trials", [])])
+    earlier = _reused([(entry.get("judge", ""), trial) for entry in previous for trial in entry.get("trials", [])])
 
-    def run(trials: list[Trial], seeds: Sequence[int] | None = None) -> None:
+    def run(trials: list[Trial], judge: str, seeds: Sequence[int] | None = None) -> None:
         wanted = tuple(space.seeds if seeds is None else seeds)
         to_run = []
         for trial in trials:
-            found = earlier.get((trial.key, wanted))
+            found = earlier.get((judge, trial.key, wanted))
             if found is None:
                 to_run.append(trial)
             else:
                 trial.name, trial.results, trial.seeds = found.name, found.results, found.seeds
         if to_run:
-            selection_trials.run_trials(to_run, space, jobs, seeds=wanted)
+            selection_trials.run_trials(to_run, space, jobs, seeds=wanted, judge=judge)
 
     search = space.search
-    judge = search.judge
     ablation_step = next((step for step in space.steps if step.key == search.ablation_key), None)
     drawn_steps = [step for step in space.steps if step is not ablation_step]
-    start = dict(space.start)
+    stages = _stages(space)
     log: list[dict[str, Any]] = []
 
     def report(chosen: dict[str, Any]) -> None:
         if on_round is not None:
             on_round(dict(chosen), log)
 
+    chosen = dict(space.start)
+    chosen_trial = Trial(overrides=chosen)
+    for stage in stages:
+        steps = drawn_steps if search.method != "staged" else [step for step in drawn_steps if step.judge == stage.judge]
+        chosen_trial = _halving_stage(space, stage, steps, chosen, run, log, report)
+        chosen = dict(chosen_trial.overrides)
+
+    if ablation_step is not None and search.ablate:
+        judge = ablation_step.judge
+        values = [v for v in ablation_step.values if json.dumps(v) != json.dumps(chosen[ablation_step.key])]
+        judged_alike = chosen_trial.seeds == tuple(space.seeds) and stages[-1].judge == judge
+        incumbent = chosen_trial if judged_alike else Trial(overrides=chosen)
+        variants = [Trial(overrides={**chosen, ablation_step.key: value}) for value in values]
+        run([t for t in [incumbent, *variants] if not t.seeds], judge)
+        entries = [_entry(t, incumbent, space, judge, space.start) for t in [incumbent, *variants]]
+        winner = best_accepted(variants, [e["gain_over_reference"] for e in entries[1:]], incumbent)
+        chosen = dict(winner.overrides)
+        log.append({"round": "ablation", "key": ablation_step.key, "judge": judge, "seeds": list(space.seeds),
+                    "incumbent": incumbent.overrides[ablation_step.key], "chosen": chosen[ablation_step.key],
+                    "trials": entries})  # fmt: skip
+        report(chosen)
+    return chosen, log
+
+
+def _halving_stage(
+    space: Space,
+    stage: SearchStage,
+    steps: Sequence[Step],
+    start: dict[str, Any],
+    run: Callable[..., None],
+    log: list[dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> Trial:
+    """One screen-and-confirm over ``steps`` from ``start``, judged on ``stage.judge``; appends its two rounds
+    to ``log`` and returns the chosen trial."""
+    search, judge = space.search, stage.judge
+    metric = judge_metric(judge, space)
     screened = [Trial(overrides=start)] + [
-        Trial(overrides=c) for c in draw_configurations(start, drawn_steps, search.configurations, search.draw_seed)
+        Trial(overrides=c) for c in draw_configurations(start, steps, stage.configurations, search.draw_seed)
     ]
-    run(screened, search.screen_seeds)
-    log.append({"round": "screen", "judge": judge, "seeds": list(search.screen_seeds),
+    run(screened, judge, search.screen_seeds)
+    log.append({"round": "screen", "judge": judge, "seeds": list(search.screen_seeds), "start": start,
                 "trials": [_entry(t, None, space, judge, start) for t in screened]})  # fmt: skip
     report(start)
 
     ranked = sorted(
-        (t for t in screened[1:] if not t.error and t.mean(judge, space.metric) is not None),
-        key=lambda t: -(t.mean(judge, space.metric) or 0.0),
+        (t for t in screened[1:] if not t.error and t.mean(judge, metric) is not None),
+        key=lambda t: -(t.mean(judge, metric) or 0.0),
     )
     # A start that failed on the screen (e.g. implicit's default regularization gives factors beyond the
     # exact-score bound) is not run again: then there is no null to test against, and the best finalist
@@ -143,47 +192,43 @@ def halving_select(
     reference = Trial(overrides=start)
     if start_failed:
         reference.error = f"the start failed on the screen: {start_failed}"
-    finalists = [reference] + [Trial(overrides=t.overrides) for t in ranked[: search.keep]]
-    run([t for t in finalists if not t.error])
+    finalists = [reference] + [Trial(overrides=t.overrides) for t in ranked[: stage.keep]]
+    run([t for t in finalists if not t.error], judge)
     entries = [_entry(t, reference, space, judge, start) for t in finalists]
     if start_failed:
-        ran = [t for t in finalists[1:] if not t.error and t.mean(judge, space.metric) is not None]
-        chosen_trial = max(ran, key=lambda t: t.mean(judge, space.metric) or 0.0) if ran else reference
+        ran = [t for t in finalists[1:] if not t.error and t.mean(judge, metric) is not None]
+        chosen_trial = max(ran, key=lambda t: t.mean(judge, metric) or 0.0) if ran else reference
     else:
         chosen_trial = best_accepted(finalists[1:], [e["gain_over_reference"] for e in entries[1:]], reference)
     chosen = dict(chosen_trial.overrides)
-    log.append({"round": "final", "judge": judge, "seeds": list(space.seeds), "trials": entries,
+    log.append({"round": "final", "judge": judge, "seeds": list(space.seeds), "start": start, "trials": entries,
                 "chosen": chosen,
                 "rule": ("the start failed: the best finalist by its mean over every seed" if start_failed
                          else "the best finalist whose gain over the start passes the seed-paired test, else the start")})  # fmt: skip
     report(chosen)
-
-    if ablation_step is not None and search.ablate:
-        values = [v for v in ablation_step.values if json.dumps(v) != json.dumps(chosen[ablation_step.key])]
-        incumbent = chosen_trial if chosen_trial.seeds == tuple(space.seeds) else Trial(overrides=chosen)
-        variants = [Trial(overrides={**chosen, ablation_step.key: value}) for value in values]
-        run([t for t in [incumbent, *variants] if not t.seeds])
-        entries = [_entry(t, incumbent, space, ablation_step.judge, start) for t in [incumbent, *variants]]
-        winner = best_accepted(variants, [e["gain_over_reference"] for e in entries[1:]], incumbent)
-        chosen = dict(winner.overrides)
-        log.append({"round": "ablation", "key": ablation_step.key, "judge": ablation_step.judge, "seeds": list(space.seeds),
-                    "incumbent": incumbent.overrides[ablation_step.key], "chosen": chosen[ablation_step.key],
-                    "trials": entries})  # fmt: skip
-        report(chosen)
-    return chosen, log
+    return chosen_trial
 
 
 def render_halving(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
-    """Markdown lines of the halving rounds: one table per round, each configuration as its settings that differ from the start."""
+    """Markdown lines of the halving rounds: one table per round, each configuration as its settings that
+    differ from the round's start (the neutral start, or the previous stage's choice)."""
     lines: list[str] = []
     titles = {"screen": "Screen", "final": "Final", "ablation": "Feature-group ablation"}
     for entry in log:
-        lines += [f"## {titles[entry['round']]}: seeds {entry['seeds']}, judged on {entry['judge']}", ""]
+        judge = entry["judge"]
+        what = "the candidates' union recall@N" if judge == CANDIDATES else judge
+        lines += [f"## {titles[entry['round']]}: seeds {entry['seeds']}, judged on {what}", ""]
         if entry.get("rule"):
             lines += [f"Rule: {entry['rule']}.", ""]
-        lines += [f"| # | settings (differing from the start) | ranker {metric} | ranker {metric.replace('ndcg', 'map')} | "
-                  f"als {metric} | gain over the reference (mean, sd; t vs critical) | experiment |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        if judge == CANDIDATES:
+            columns = [("candidates", "recall", "union recall@N"), ("candidates", "als_recall", "ALS's recall@N")]
+        else:
+            columns = [("ranker", metric, f"ranker {metric}"), ("ranker", metric.replace("ndcg", "map"), f"ranker {metric.replace('ndcg', 'map')}"),
+                       ("als", metric, f"als {metric}")]  # fmt: skip
+        start_name = "the start" if entry.get("start") is None or judge == log[0]["judge"] else "the previous stage's choice"
+        lines += [f"| # | settings (differing from {start_name}) | {' | '.join(c[2] for c in columns)} | "
+                  f"gain over the reference (mean, sd; t vs critical) | experiment |",
+                  "|---|---|" + "---|" * len(columns) + "---|---|"]  # fmt: skip
         for number, trial in enumerate(entry["trials"]):
             models, gain = trial["models"], trial.get("gain_over_reference")
             settings = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in sorted(trial["settings"].items())) or "the start"
@@ -199,10 +244,7 @@ def render_halving(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
                 gain_cell = "reference" if number == 0 and entry["round"] != "screen" else "n/a"
             else:
                 gain_cell = gain_text(gain)
-            lines.append(
-                f"| {number} | {settings}{mark} | {mean_sd_cell(models['ranker'].get(metric))} | "
-                f"{mean_sd_cell(models['ranker'].get(metric.replace('ndcg', 'map')))} | {mean_sd_cell(models['als'].get(metric))} | "
-                f"{gain_cell} | {trial['experiment'] or trial.get('error') or ''} |"
-            )
+            cells = " | ".join(mean_sd_cell((models.get(model) or {}).get(name)) for model, name, _ in columns)
+            lines.append(f"| {number} | {settings}{mark} | {cells} | {gain_cell} | {trial['experiment'] or trial.get('error') or ''} |")
         lines.append("")
     return lines

@@ -23,12 +23,13 @@ from typing import Any, Final
 
 import yaml
 
-__all__ = ["MODEL_SECTIONS", "SPACE_FILE", "Search", "Space", "Step", "load_space", "parse_space", "uncovered"]
+__all__ = ["MODEL_SECTIONS", "SPACE_FILE", "Search", "SearchStage", "Space", "Step", "load_space", "parse_space", "uncovered"]
 
 SPACE_FILE: Final = Path("selection/space.yaml")
 # The sections whose every key is a modelling choice the selection must search or fix with a reason.
 MODEL_SECTIONS: Final = ("split", "label", "als", "candidates", "features", "ranker")
-JUDGES: Final = ("als", "ranker")
+# candidates: the union recall@N of the validation candidates (the generator's job); als, ranker: the model's NDCG.
+JUDGES: Final = ("candidates", "als", "ranker")
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,25 @@ class Step:
 
 
 @dataclass(frozen=True)
+class SearchStage:
+    """One stage of a ``staged`` search: the steps judged on ``judge``, ``configurations`` drawn, ``keep`` confirmed."""
+
+    judge: str
+    configurations: int
+    keep: int
+
+
+@dataclass(frozen=True)
 class Search:
-    """How the space is searched: ``coordinate`` passes over the steps, or ``halving`` over random draws.
+    """How the space is searched: ``coordinate`` passes over the steps, ``halving`` over random draws, or
+    ``staged`` halving.
 
     ``halving`` (:mod:`reco.experiments.selection_halving`) draws ``configurations`` configurations with
     ``draw_seed``, screens them and the start on ``screen_seeds``, takes the best ``keep`` to every seed
     (judged on ``judge``), then ablates ``ablation_key`` (not drawn) on the chosen configuration.
+    ``staged`` runs one such halving per entry of ``stages``, in order, each over the steps of its judge
+    and starting from the previous stage's choice (the candidate generator first, judged on its recall,
+    then the ranker's settings on the chosen candidates), then the ablation.
     """
 
     method: str = "coordinate"
@@ -57,9 +71,10 @@ class Search:
     draw_seed: int = 0
     ablation_key: str = "ranker.exclude_groups"  # never drawn; ablated on the chosen configuration
     ablate: bool = True  # False: no ablation round (the key stays at its start value)
+    stages: tuple[SearchStage, ...] = ()  # staged only
 
 
-METHODS: Final = ("coordinate", "halving")
+METHODS: Final = ("coordinate", "halving", "staged")
 
 
 @dataclass(frozen=True)
@@ -119,9 +134,17 @@ def parse_space(spec: Mapping[str, Any], where: Path | str = SPACE_FILE) -> Spac
         draw_seed=int(raw_search.get("draw_seed", 0)),
         ablation_key=str(raw_search.get("ablation_key", "ranker.exclude_groups")),
         ablate=bool(raw_search.get("ablate", True)),
+        stages=tuple(
+            SearchStage(judge=str(stage.get("judge")), configurations=int(stage.get("configurations", 0)), keep=int(stage.get("keep", 0)))
+            for stage in raw_search.get("stages") or ()
+        ),
     )
     if search.method not in METHODS:
         _fail(where, f"search.method {search.method!r} is not one of {list(METHODS)}")
+    if search.method == "staged":
+        _check_stages(search, steps, where)
+        if not search.screen_seeds or not set(search.screen_seeds) <= set(seeds):
+            _fail(where, f"search.screen_seeds {list(search.screen_seeds)}: a non-empty subset of seeds {list(seeds)}")
     if search.method == "halving":
         if search.configurations < 1 or not 1 <= search.keep <= search.configurations:
             _fail(where, "search: halving needs configurations >= 1 and 1 <= keep <= configurations")
@@ -141,6 +164,19 @@ def parse_space(spec: Mapping[str, Any], where: Path | str = SPACE_FILE) -> Spac
         fixed=fixed,
         search=search,
     )
+
+
+def _check_stages(search: Search, steps: list[Step], where: Path | str) -> None:
+    """A staged search needs distinct known judges, sound sizes, and a stage for every drawn step's judge."""
+    judges = [stage.judge for stage in search.stages]
+    if not judges or len(set(judges)) != len(judges) or not set(judges) <= set(JUDGES):
+        _fail(where, f"search.stages: distinct judges out of {list(JUDGES)} expected, got {judges}")
+    for stage in search.stages:
+        if stage.configurations < 1 or not 1 <= stage.keep <= stage.configurations:
+            _fail(where, f"search.stages ({stage.judge}): configurations >= 1 and 1 <= keep <= configurations expected")
+    orphans = sorted(step.key for step in steps if step.key != search.ablation_key and step.judge not in judges)
+    if orphans:
+        _fail(where, f"search.stages: no stage judges {orphans} (their judges are not among {judges})")
 
 
 def load_space(path: Path = SPACE_FILE) -> Space:

@@ -17,12 +17,31 @@ from typing import Any
 from reco.experiments.selection_space import Space
 
 __all__ = [
-    "REPORTED_MODELS", "SEED_SPREAD", "Trial", "best_accepted", "gain_text", "mean_sd_cell", "paired_gain",
-    "reported_models", "run_trials", "seed_paired_gain", "spread_values",
+    "CANDIDATES", "CANDIDATE_METRICS", "REPORTED_MODELS", "SEED_SPREAD", "Trial", "best_accepted", "candidate_recalls",
+    "gain_text", "judge_metric", "mean_sd_cell", "paired_gain", "reported_models", "run_trials", "seed_paired_gain",
+    "spread_values",
 ]  # fmt: skip
 
 SEED_SPREAD = "metrics/seed_spread.json"
 REPORTED_MODELS = ("ranker", "als")  # the models whose figures a log keeps for every trial
+# The candidate generator's judge: the recall@N of the validation candidates (the union of the sources, and
+# ALS's own share), read from each seed run's ``metrics/candidates/validation.json`` (stage seed_candidates).
+CANDIDATES = "candidates"
+CANDIDATE_METRICS = ("recall", "als_recall")
+SEED_CANDIDATES_METRICS = "data/seeds/{seed}/metrics/candidates/validation.json"
+
+
+def judge_metric(judge: str, space: Space) -> str:
+    """The metric a judge decides on: the candidates' union ``recall`` (at the list's N), else the space's metric.
+
+    Examples
+    --------
+    >>> from reco.experiments.selection_space import parse_space
+    >>> space = parse_space({"seeds": [1, 2, 3], "start": {}, "steps": []})
+    >>> judge_metric("candidates", space), judge_metric("ranker", space)
+    ('recall', 'ndcg_at_10')
+    """
+    return "recall" if judge == CANDIDATES else space.metric
 
 
 @dataclass
@@ -57,16 +76,22 @@ def _yaml_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: Sequence[int] | None = None) -> None:
-    """Queue every trial as a DVC experiment targeting ``seed_spread`` with ``seeds`` (default: the space's),
-    run the queue, read each trial's per-seed validation metrics from its ``metrics/seed_spread.json``.
+def run_trials(
+    trials: list[Trial], space: Space, jobs: int, seeds: Sequence[int] | None = None, judge: str = "ranker"
+) -> None:
+    """Queue every trial as a DVC experiment of the seed runs with ``seeds`` (default: the space's), run the
+    queue, read each trial's per-seed validation metrics.
 
-    A seed run that an earlier experiment already made with the same settings comes from DVC's run cache,
-    so adding seeds to a screened configuration costs only the new seeds.
+    The judge ``candidates`` targets ``seed_candidates`` (ALS and the candidate lists only, no ranker) and
+    reads each seed's ``metrics/candidates/validation.json`` (:func:`candidate_recalls`); any other judge
+    targets ``seed_spread`` and reads its ``metrics/seed_spread.json``. A seed run that an earlier experiment
+    already made with the same settings comes from DVC's run cache, so adding seeds to a screened
+    configuration costs only the new seeds.
     """
     seeds = list(space.seeds if seeds is None else seeds)
+    target = "seed_candidates" if judge == CANDIDATES else "seed_spread"
     for trial in trials:
-        args = ["dvc", "exp", "run", "--queue", "seed_spread", "-S", f"seed_spread.seeds={_yaml_value(seeds)}"]
+        args = ["dvc", "exp", "run", "--queue", target, "-S", f"seed_spread.seeds={_yaml_value(seeds)}"]
         for key, value in trial.overrides.items():
             args += ["-S", f"{key}={_yaml_value(value)}"]
         out = _run(args).stdout
@@ -81,9 +106,35 @@ def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: Sequence[int
         if rev is None:
             trial.error = "experiment failed or not found (see `dvc queue logs " + trial.name + "`)"
             continue
-        spread = json.loads(_run(["git", "show", f"{rev}:{SEED_SPREAD}"]).stdout)
-        trial.results = spread_values(spread, space, seeds)
+        if judge == CANDIDATES:
+            trial.results = {CANDIDATES: candidate_recalls([_read_output(SEED_CANDIDATES_METRICS.format(seed=s), rev) for s in seeds])}
+        else:
+            trial.results = spread_values(json.loads(_run(["git", "show", f"{rev}:{SEED_SPREAD}"]).stdout), space, seeds)
         trial.seeds = tuple(seeds)
+
+
+def _read_output(path: str, rev: str) -> dict[str, Any]:
+    """A DVC-tracked JSON output of an experiment's commit (from the local cache, never the network)."""
+    import dvc.api
+
+    return json.loads(dvc.api.read(path, rev=rev, mode="r", encoding="utf-8"))
+
+
+def candidate_recalls(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """``{"recall": [...], "als_recall": [...]}``: the union's and ALS's recall@N, one value per seed's
+    ``metrics/candidates/validation.json`` (N: that file's list size ``n``).
+
+    Examples
+    --------
+    >>> candidate_recalls([{"n": 200, "recall_at_200": 0.5, "sources": {"als": {"recall_at_200": 0.4}}}])
+    {'recall': [0.5], 'als_recall': [0.4]}
+    """
+    recall, als_recall = [], []
+    for report in per_seed:
+        key = f"recall_at_{int(report['n'])}"
+        recall.append(float(report[key]))
+        als_recall.append(float(report["sources"]["als"][key]))
+    return {"recall": recall, "als_recall": als_recall}
 
 
 def spread_values(
@@ -185,7 +236,8 @@ def paired_gain(trial: Trial, reference: Trial, judge: str, space: Space) -> dic
     failed, lacks the metric, or is the reference itself."""
     if trial is reference or trial.error or reference.error:
         return None
-    mine, theirs = trial.results.get(judge, {}).get(space.metric), reference.results.get(judge, {}).get(space.metric)
+    metric = judge_metric(judge, space)
+    mine, theirs = trial.results.get(judge, {}).get(metric), reference.results.get(judge, {}).get(metric)
     return seed_paired_gain(theirs, mine, space.alpha) if mine and theirs else None
 
 
@@ -199,9 +251,13 @@ def best_accepted(candidates: Sequence[Trial], gains: Sequence[dict[str, Any] | 
 
 
 def reported_models(trial: Trial, space: Space) -> dict[str, dict[str, list[float] | None]]:
-    """The per-seed NDCG and MAP of :data:`REPORTED_MODELS` that a log keeps for a trial."""
+    """The per-seed NDCG and MAP of :data:`REPORTED_MODELS` that a log keeps for a trial, and the candidates'
+    recalls when the trial was judged on them."""
     metrics = (space.metric, space.metric.replace("ndcg", "map"))
-    return {model: {metric: trial.results.get(model, {}).get(metric) for metric in metrics} for model in REPORTED_MODELS}
+    reported = {model: {metric: trial.results.get(model, {}).get(metric) for metric in metrics} for model in REPORTED_MODELS}
+    if CANDIDATES in trial.results:
+        reported[CANDIDATES] = {metric: trial.results[CANDIDATES].get(metric) for metric in CANDIDATE_METRICS}
+    return reported
 
 
 def mean_sd_cell(values: Sequence[float] | None) -> str:

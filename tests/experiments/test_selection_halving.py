@@ -9,7 +9,7 @@ import pytest
 
 from reco.experiments import selection_halving
 from reco.experiments.selection_halving import draw_configurations, halving_select, render_halving
-from reco.experiments.selection_space import Search, Space, Step
+from reco.experiments.selection_space import Search, SearchStage, Space, Step
 from reco.experiments.selection_trials import Trial
 
 SEEDS = (1, 2, 3)
@@ -39,12 +39,26 @@ def score(overrides: dict[str, Any], seed: int) -> float:
     return value
 
 
-def fake_runner(runs: list[tuple[str, tuple[int, ...]]]):
-    def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: tuple[int, ...] | None = None) -> None:
+def candidate_recall(overrides: dict[str, Any], seed: int) -> float:
+    """The candidates' union recall: best with 64 factors (as the ranker) and a popularity quota of 20."""
+    value = 0.4 + SEED_EFFECT[seed] + {32: -0.02, 64: 0.03, 100: 0.0}[overrides["als.factors"]]
+    return value + {0: 0.0, 20: 0.01, 50: -0.01}[overrides.get("candidates.popularity_quota", 0)]
+
+
+def fake_runner(runs: list[tuple[str, tuple[int, ...]]], judges: list[str] | None = None):
+    def run_trials(
+        trials: list[Trial], space: Space, jobs: int, seeds: tuple[int, ...] | None = None, judge: str = "ranker"
+    ) -> None:
         seeds = tuple(space.seeds if seeds is None else seeds)
         for trial in trials:
             runs.append((trial.key, seeds))
+            if judges is not None:
+                judges.append(judge)
             trial.name, trial.seeds = f"exp-{len(runs)}", seeds
+            if judge == "candidates":  # what seed_candidates gives: no ranker, no NDCG
+                recalls = [candidate_recall(trial.overrides, s) for s in seeds]
+                trial.results = {"candidates": {"recall": recalls, "als_recall": [r - 0.01 for r in recalls]}}
+                continue
             trial.results = {
                 "ranker": {"ndcg_at_10": [score(trial.overrides, s) for s in seeds]},
                 "als": {"ndcg_at_10": [0.5 + SEED_EFFECT[s] for s in seeds]},
@@ -90,7 +104,7 @@ def test_screen_confirm_ablate(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_start_stays_when_no_finalist_beats_it_beyond_the_noise(monkeypatch: pytest.MonkeyPatch) -> None:
-    def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: tuple[int, ...] | None = None) -> None:
+    def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: tuple[int, ...] | None = None, judge: str = "ranker") -> None:
         seeds = tuple(space.seeds if seeds is None else seeds)
         wobble = {1: 0.01, 2: -0.012, 3: 0.0}  # a gain on the screening seed that the other seeds undo
         for trial in trials:
@@ -107,8 +121,8 @@ def test_a_start_that_cannot_run_leaves_the_best_finalist_by_its_mean(monkeypatc
     runs: list[tuple[str, tuple[int, ...]]] = []
     inner = fake_runner(runs)
 
-    def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: tuple[int, ...] | None = None) -> None:
-        inner(trials, space, jobs, seeds)
+    def run_trials(trials: list[Trial], space: Space, jobs: int, seeds: tuple[int, ...] | None = None, judge: str = "ranker") -> None:
+        inner(trials, space, jobs, seeds, judge)
         for trial in trials:
             if trial.overrides == START:
                 trial.results, trial.error = {}, "ALS factor of size 10.4 >= 8.0"
@@ -147,3 +161,59 @@ def test_no_ablation_round_when_the_space_says_so(monkeypatch: pytest.MonkeyPatc
     space = dataclasses.replace(space, search=dataclasses.replace(space.search, ablate=False))
     chosen, log = halving_select(space, jobs=1)
     assert [entry["round"] for entry in log] == ["screen", "final"] and chosen["ranker.exclude_groups"] == []
+
+
+STAGED_STEPS = (
+    Step("als.factors", (32, 64, 100), "candidates"),
+    Step("candidates.popularity_quota", (0, 20, 50), "candidates"),
+    Step("ranker.num_leaves", (15, 31, 63), "ranker"),
+    Step("ranker.learning_rate", (0.05, 0.1), "ranker"),
+    Step("ranker.exclude_groups", ([], ["tags"], ["daily"]), "ranker"),
+)
+STAGED_START = {**START, "candidates.popularity_quota": 0}
+
+
+def staged_space() -> Space:
+    stages = (SearchStage("candidates", configurations=8, keep=2), SearchStage("ranker", configurations=5, keep=2))
+    return Space(
+        block="validation", metric="ndcg_at_10", seeds=SEEDS, alpha=0.05, max_passes=1, start=STAGED_START,
+        start_reasons={key: "test" for key in STAGED_START}, steps=STAGED_STEPS,
+        search=Search(method="staged", screen_seeds=(1,), draw_seed=0, stages=stages),
+    )  # fmt: skip
+
+
+def test_a_staged_search_chooses_the_generator_on_recall_then_the_ranker_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[tuple[str, tuple[int, ...]]] = []
+    judges: list[str] = []
+    monkeypatch.setattr(selection_halving.selection_trials, "run_trials", fake_runner(runs, judges))
+    chosen, log = halving_select(staged_space(), jobs=1)
+    assert [(entry["round"], entry["judge"]) for entry in log] == [
+        ("screen", "candidates"), ("final", "candidates"), ("screen", "ranker"), ("final", "ranker"), ("ablation", "ranker"),
+    ]  # fmt: skip
+    generator_screen, generator_final, ranker_screen, ranker_final, _ = log
+    # the generator's stage varies only its own settings and is judged on recall (no ranker trained for it)
+    ranker_keys = {"ranker.num_leaves", "ranker.learning_rate", "ranker.exclude_groups"}
+    assert all({k: t["overrides"][k] for k in ranker_keys} == {k: START[k] for k in ranker_keys} for t in generator_screen["trials"])
+    generator_runs = len(generator_screen["trials"]) + len(generator_final["trials"])
+    assert set(judges[:generator_runs]) == {"candidates"} and set(judges[generator_runs:]) == {"ranker"}
+    assert generator_final["chosen"]["als.factors"] == 64 and generator_final["chosen"]["candidates.popularity_quota"] == 20
+    assert "recall" in generator_final["trials"][1]["models"]["candidates"]
+    # the ranker's stage starts from that choice and never changes it
+    assert ranker_screen["trials"][0]["overrides"] == generator_final["chosen"]
+    assert all(t["overrides"]["als.factors"] == 64 and t["overrides"]["candidates.popularity_quota"] == 20 for t in ranker_screen["trials"])
+    assert ranker_final["chosen"]["ranker.num_leaves"] == 63 and chosen["ranker.exclude_groups"] == ["daily"]
+    # the ranker's start is the generator's choice, run again for the ranker's judge (other results)
+    assert runs.count((json.dumps(generator_final["chosen"], sort_keys=True), (1,))) == 2
+    text = "\n".join(render_halving(log, "ndcg_at_10"))
+    assert "judged on the candidates' union recall@N" in text and "differing from the previous stage's choice" in text
+
+
+def test_a_resumed_staged_search_keeps_the_judges_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(selection_halving.selection_trials, "run_trials", fake_runner([]))
+    first_chosen, first_log = halving_select(staged_space(), jobs=1)
+    again: list[tuple[str, tuple[int, ...]]] = []
+    monkeypatch.setattr(selection_halving.selection_trials, "run_trials", fake_runner(again))
+    chosen, log = halving_select(staged_space(), jobs=1, previous=json.loads(json.dumps(first_log[:3])))
+    assert chosen == first_chosen and log[:3] == first_log[:3]
+    # the ranker's final and the ablation run again; the generator's choice, screened for the ranker, is read
+    assert again and all(seeds == SEEDS for _, seeds in again)
