@@ -134,7 +134,7 @@ def test_params_sections_are_exactly_those_read(name: str) -> None:
 
 def test_seed_runs_leave_out_only_their_seed_keys() -> None:
     # The point of listing single keys: a change of the headline's seed reruns no seed run.
-    seed_names = ("seed_als", "seed_candidates", "seed_features", "seed_ranker")
+    seed_names = ("seed_als", "seed_als_ranker", "seed_candidates", "seed_features", "seed_ranker")
     seed_stages = {name: stage for name, stage in STAGES.items() if name.split("@")[0] in seed_names}
     assert seed_stages, "no seed run stages in dvc.yaml"
     for name, stage in seed_stages.items():

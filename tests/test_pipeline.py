@@ -234,7 +234,8 @@ def test_changing_a_ranker_param_marks_its_readers_then_their_downstream(pipelin
     # a ranker-only experiment reuses every ALS-side seed run (and the headline's ALS side)
     assert not expected & {
         "ingest", "prepare", "split", "train_als@ranker", "candidates@test", "features@train",
-        "seed_als@1", "seed_als@42", "seed_candidates@1", "seed_candidates@42", "seed_features@1", "seed_features@42",
+        "seed_als@1", "seed_als@42", "seed_als_ranker@1", "seed_als_ranker@42", "seed_candidates@1", "seed_candidates@42",
+        "seed_features@1", "seed_features@42",
     }  # fmt: skip
     original = (pipeline / "params.yaml").read_text()
     try:
@@ -296,7 +297,7 @@ def test_changing_the_headline_seed_reruns_no_seed_run(pipeline: Path) -> None:
 def test_changing_an_upstream_param_reruns_exactly_the_downstream_stages(pipeline: Path) -> None:
     stages = pipeline_stages(pipeline)
     readers = {name for name, s in stages.items() if "als" in s["params"]}
-    assert readers == {"train_als@ranker", "train_als@test", "seed_als@1", "seed_als@42"}
+    assert readers == {"train_als@ranker", "train_als@test", "seed_als@1", "seed_als@42", "seed_als_ranker@1", "seed_als_ranker@42"}
     original = (pipeline / "params.yaml").read_text()
     try:
         set_params(pipeline, {"als": {"factors": 8}})
@@ -304,8 +305,8 @@ def test_changing_an_upstream_param_reruns_exactly_the_downstream_stages(pipelin
         assert stages_rerun(pipeline) == downstream(stages, readers) == {
             "train_als@ranker", "train_als@test", "candidates@validation", "candidates@test", "features@train",
             "features@validation", "features@test", "train_ranker", "evaluate@validation", "evaluate@test",
-            "seed_als@1", "seed_als@42", "seed_candidates@1", "seed_candidates@42", "seed_features@1", "seed_features@42",
-            "seed_ranker@1", "seed_ranker@42", "seed_spread", "report",
+            "seed_als@1", "seed_als@42", "seed_als_ranker@1", "seed_als_ranker@42", "seed_candidates@1", "seed_candidates@42",
+            "seed_features@1", "seed_features@42", "seed_ranker@1", "seed_ranker@42", "seed_spread", "report",
         }  # fmt: skip
     finally:
         (pipeline / "params.yaml").write_text(original)
