@@ -38,10 +38,10 @@ TEST_COMMAND = (
 )
 NEEDS = {"real data", "network", "gpu", "cluster", "full profile"}
 MARKER = re.compile(r"\s+#\s*needs:\s*(?P<needs>[^#]+?)\s*$")
-# The committed search (staged successive halving) over one setting a stage on the tiny profile: the
-# candidate generator's stage judged on the candidates' recall (seed runs of ALS and the candidates only),
-# then the ranker's; one draw each screened on seed 1, then confirmed on 3 seeds (the committed space searches
-# every model setting); every other setting is fixed (see _setup_selection).
+# A staged search (the committed one is `halving`, whose rounds are the staged search's last two) over one
+# setting a stage on the tiny profile, so that both kinds of trial run through DVC: the candidate generator's
+# stage judged on the candidates' recall (seed runs of ALS and the candidates only), then the ranker's; one
+# draw each screened on seed 1, then confirmed on 3 seeds; every other setting is fixed (see _setup_selection).
 TINY_SPACE = {
     "target": {"block": "validation", "metric": "ndcg_at_10"},
     "seeds": [1, 2, 3],
