@@ -12,6 +12,7 @@ for ``dvc repro`` to compute the test block once. See docs/selection-and-review.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -23,7 +24,7 @@ import yaml
 
 from reco.experiments.selection_halving import halving_select, render_halving
 from reco.experiments.selection_record import selection_log_path
-from reco.experiments.selection_space import SPACE_FILE, Space, Step, load_space, uncovered
+from reco.experiments.selection_space import HALVING_METHODS, SPACE_FILE, Search, Space, Step, load_space, uncovered
 from reco.experiments.selection_trials import (
     Trial, _yaml_value, best_accepted, gain_text, mean_sd_cell, paired_gain, reported_models, run_trials,
     seed_paired_gain,
@@ -103,22 +104,16 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
             f"(draw seed {search['draw_seed']}) from its steps' values around the previous stage's choice (the first: "
             f"the neutral start), runs them and that start on seeds {search['screen_seeds']}, then the best and the "
             f"start on every seed; the best finalist replaces the start only if its gain, paired by seed, passes a "
-            f"one-sided t test at {meta['alpha']} (t > the critical t with n - 1 df). "
-            + (f"Then the feature groups are ablated on the chosen configuration with the same rule."
-               if search.get("ablate", True) else
-               f"No ablation round (`ablate: false`): `{search.get('ablation_key')}` stays at its start value.")
-        )  # fmt: skip
+            f"one-sided t test at {meta['alpha']} (t > the critical t with n - 1 df). {_ablation_text(search)}"
+        )
     elif search["method"] == "halving":
         rule = (
             f"Successive halving over {search['configurations']} configurations drawn at random (draw seed "
             f"{search['draw_seed']}) from the steps' values of `selection/space.yaml`: the neutral start and every "
             f"draw on seeds {search['screen_seeds']}, the best {search['keep']} by {search['judge']}'s {metric} and "
             f"the start on every seed; the best finalist replaces the start only if its gain, paired by seed, passes "
-            f"a one-sided t test at {meta['alpha']} (t > the critical t with n - 1 df). "
-            + (f"Then the feature groups are ablated on the chosen configuration with the same rule."
-               if search.get("ablate", True) else
-               f"No ablation round (`ablate: false`): `{search.get('ablation_key')}` stays at its start value.")
-        )  # fmt: skip
+            f"a one-sided t test at {meta['alpha']} (t > the critical t with n - 1 df). {_ablation_text(search)}"
+        )
     else:
         rule = (
             f"A value replaces the incumbent only if its gain, paired by seed, passes a one-sided t test at "
@@ -134,12 +129,27 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
         f"with each). {rule}",
         "",
     ]
-    lines += render_halving(log, metric) if search["method"] in ("halving", "staged") else _render_coordinate(log, metric)
+    lines += render_halving(log, metric) if search["method"] in HALVING_METHODS else _render_coordinate(log, metric)
     lines += ["## Chosen", "", *(f"- `{k}`: `{json.dumps(v)}`" for k, v in chosen.items()), ""]
     fixed = meta.get("fixed") or {}
     if fixed:
         lines += ["## Fixed (not searched)", "", *(f"- `{k}`: {reason}" for k, reason in fixed.items()), ""]
     return "\n".join(lines)
+
+
+def _ablation_text(search: Mapping[str, Any]) -> str:
+    """The last sentence of a halving search's rule: whether the feature groups were ablated."""
+    if search.get("ablate", True):
+        return "Then the feature groups are ablated on the chosen configuration with the same rule."
+    return f"No ablation round (`ablate: false`): `{search.get('ablation_key')}` stays at its start value."
+
+
+def _search_meta(search: Search) -> dict[str, Any]:
+    """The log's record of how it searched: every field of ``search`` as JSON values (``stages`` when staged)."""
+    meta = json.loads(json.dumps(dataclasses.asdict(search)))
+    if search.method != "staged":
+        del meta["stages"]
+    return meta
 
 
 def _stage_text(stage: Mapping[str, Any], metric: str) -> str:
@@ -234,12 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "block": space.block, "metric": space.metric, "seeds": list(space.seeds), "alpha": space.alpha,
         "max_passes": space.max_passes, "start": space.start, "fixed": space.fixed,
         "data": params.get("data"), "label": params.get("label"),
-        "search": {"method": search.method, "configurations": search.configurations, "screen_seeds": list(search.screen_seeds),
-                   "keep": search.keep, "judge": search.judge, "draw_seed": search.draw_seed, "ablation_key": search.ablation_key,
-                   "ablate": search.ablate},
+        "search": _search_meta(search),
     }  # fmt: skip
-    if search.method == "staged":
-        meta["search"]["stages"] = [{"judge": s.judge, "configurations": s.configurations, "keep": s.keep} for s in search.stages]
     log_json = selection_log_path(params)
     log_md = log_json.with_suffix(".md")
 
@@ -249,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         log_json.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         log_md.write_text(render_markdown(log, chosen, meta), encoding="utf-8")
 
-    if search.method in ("halving", "staged"):
+    if search.method in HALVING_METHODS:
         previous = json.loads(log_json.read_text(encoding="utf-8")).get("steps", []) if args.resume and log_json.is_file() else []
         chosen, log = halving_select(space, jobs=args.jobs, on_round=write_logs, previous=previous)
     else:

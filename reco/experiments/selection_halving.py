@@ -68,8 +68,9 @@ def _entry(trial: Trial, reference: Trial | None, space: Space, judge: str, star
     }
 
 
-def _reused(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, tuple[int, ...]], Trial]:
-    """Trials of an earlier log's entries (failed ones excluded), keyed by their judge, overrides and seeds."""
+def _reused(entries: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[tuple[str, str, tuple[int, ...]], Trial]:
+    """Trials of an earlier log's ``(judge, trial entry)`` pairs (failed ones excluded), keyed by their judge,
+    overrides and seeds."""
     found: dict[tuple[str, str, tuple[int, ...]], Trial] = {}
     for judge, entry in entries:
         if entry.get("error") or not entry.get("seeds"):
@@ -82,15 +83,6 @@ def _reused(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, tuple[
                       seeds=tuple(entry["seeds"]))  # fmt: skip
         found[(judge, trial.key, trial.seeds)] = trial
     return found
-
-
-def _stages(space: Space) -> list[SearchStage]:
-    """The halving stages of the space's search: one for ``halving`` (its judge over every drawn step), each
-    of ``stages`` for ``staged``."""
-    search = space.search
-    if search.method == "staged":
-        return list(search.stages)
-    return [SearchStage(judge=search.judge, configurations=search.configurations, keep=search.keep)]
 
 
 def halving_select(
@@ -129,7 +121,7 @@ def halving_select(
     search = space.search
     ablation_step = next((step for step in space.steps if step.key == search.ablation_key), None)
     drawn_steps = [step for step in space.steps if step is not ablation_step]
-    stages = _stages(space)
+    stages = search.halving_stages()
     log: list[dict[str, Any]] = []
 
     def report(chosen: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import yaml
 
-__all__ = ["MODEL_SECTIONS", "SPACE_FILE", "Search", "SearchStage", "Space", "Step", "load_space", "parse_space", "uncovered"]
+__all__ = ["HALVING_METHODS", "MODEL_SECTIONS", "SPACE_FILE", "Search", "SearchStage", "Space", "Step", "load_space", "parse_space", "uncovered"]
 
 SPACE_FILE: Final = Path("selection/space.yaml")
 # The sections whose every key is a modelling choice the selection must search or fix with a reason.
@@ -73,8 +73,15 @@ class Search:
     ablate: bool = True  # False: no ablation round (the key stays at its start value)
     stages: tuple[SearchStage, ...] = ()  # staged only
 
+    def halving_stages(self) -> tuple[SearchStage, ...]:
+        """The screen-and-confirm stages this search runs: ``stages`` when staged, else one over ``judge``."""
+        if self.method == "staged":
+            return self.stages
+        return (SearchStage(judge=self.judge, configurations=self.configurations, keep=self.keep),)
+
 
 METHODS: Final = ("coordinate", "halving", "staged")
+HALVING_METHODS: Final = ("halving", "staged")  # the searches of :mod:`reco.experiments.selection_halving`
 
 
 @dataclass(frozen=True)
@@ -141,17 +148,10 @@ def parse_space(spec: Mapping[str, Any], where: Path | str = SPACE_FILE) -> Spac
     )
     if search.method not in METHODS:
         _fail(where, f"search.method {search.method!r} is not one of {list(METHODS)}")
-    if search.method == "staged":
+    if search.method in HALVING_METHODS:
         _check_stages(search, steps, where)
         if not search.screen_seeds or not set(search.screen_seeds) <= set(seeds):
             _fail(where, f"search.screen_seeds {list(search.screen_seeds)}: a non-empty subset of seeds {list(seeds)}")
-    if search.method == "halving":
-        if search.configurations < 1 or not 1 <= search.keep <= search.configurations:
-            _fail(where, "search: halving needs configurations >= 1 and 1 <= keep <= configurations")
-        if not search.screen_seeds or not set(search.screen_seeds) <= set(seeds):
-            _fail(where, f"search.screen_seeds {list(search.screen_seeds)}: a non-empty subset of seeds {list(seeds)}")
-        if search.judge not in JUDGES:
-            _fail(where, f"search.judge {search.judge!r} is not one of {list(JUDGES)}")
     return Space(
         block=str(target.get("block", "validation")),
         metric=str(target.get("metric", "ndcg_at_10")),
@@ -167,15 +167,16 @@ def parse_space(spec: Mapping[str, Any], where: Path | str = SPACE_FILE) -> Spac
 
 
 def _check_stages(search: Search, steps: list[Step], where: Path | str) -> None:
-    """A staged search needs distinct known judges, sound sizes, and a stage for every drawn step's judge."""
-    judges = [stage.judge for stage in search.stages]
+    """Each halving stage needs a known judge (distinct ones when staged) and sound sizes; a staged search
+    needs a stage for every drawn step's judge."""
+    judges = [stage.judge for stage in search.halving_stages()]
     if not judges or len(set(judges)) != len(judges) or not set(judges) <= set(JUDGES):
-        _fail(where, f"search.stages: distinct judges out of {list(JUDGES)} expected, got {judges}")
-    for stage in search.stages:
+        _fail(where, f"search: distinct judges out of {list(JUDGES)} expected, got {judges}")
+    for stage in search.halving_stages():
         if stage.configurations < 1 or not 1 <= stage.keep <= stage.configurations:
-            _fail(where, f"search.stages ({stage.judge}): configurations >= 1 and 1 <= keep <= configurations expected")
+            _fail(where, f"search ({search.method}, judge {stage.judge}): configurations >= 1 and 1 <= keep <= configurations expected")
     orphans = sorted(step.key for step in steps if step.key != search.ablation_key and step.judge not in judges)
-    if orphans:
+    if search.method == "staged" and orphans:
         _fail(where, f"search.stages: no stage judges {orphans} (their judges are not among {judges})")
 
 

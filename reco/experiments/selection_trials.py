@@ -107,17 +107,19 @@ def run_trials(
             trial.error = "experiment failed or not found (see `dvc queue logs " + trial.name + "`)"
             continue
         if judge == CANDIDATES:
-            trial.results = {CANDIDATES: candidate_recalls([_read_output(SEED_CANDIDATES_METRICS.format(seed=s), rev) for s in seeds])}
+            trial.results = {CANDIDATES: candidate_recalls(_read_outputs([SEED_CANDIDATES_METRICS.format(seed=s) for s in seeds], rev))}
         else:
             trial.results = spread_values(json.loads(_run(["git", "show", f"{rev}:{SEED_SPREAD}"]).stdout), space, seeds)
         trial.seeds = tuple(seeds)
 
 
-def _read_output(path: str, rev: str) -> dict[str, Any]:
-    """A DVC-tracked JSON output of an experiment's commit (from the local cache, never the network)."""
-    import dvc.api
+def _read_outputs(paths: Sequence[str], rev: str) -> list[dict[str, Any]]:
+    """DVC-tracked JSON outputs of an experiment's commit, through one view of that commit (not a repository
+    opened per file); from the local cache, never the network."""
+    from dvc.api import DVCFileSystem
 
-    return json.loads(dvc.api.read(path, rev=rev, mode="r", encoding="utf-8"))
+    commit = DVCFileSystem(rev=rev)
+    return [json.loads(commit.read_text(path, encoding="utf-8")) for path in paths]
 
 
 def candidate_recalls(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:

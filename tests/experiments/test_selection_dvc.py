@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -12,6 +13,12 @@ from project_copy import subprocess_env
 from reco.experiments import selection_trials
 from reco.experiments.selection_space import parse_space
 from reco.experiments.selection_trials import Trial
+
+
+def lock_at(rev: str) -> dict[str, Any]:
+    """The stages of ``dvc.lock`` as committed at ``rev``."""
+    text = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, text=True, check=True).stdout
+    return yaml.safe_load(text)["stages"]
 
 
 def test_a_generator_trial_runs_only_als_and_the_candidates(tiny_pipeline_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,10 +33,6 @@ def test_a_generator_trial_runs_only_als_and_the_candidates(tiny_pipeline_copy: 
     assert set(trial.results) == {"candidates"} and trial.seeds == (1,)
     recall, als_recall = trial.results["candidates"]["recall"], trial.results["candidates"]["als_recall"]
     assert len(recall) == len(als_recall) == 1 and 0.0 < recall[0] <= 1.0 and 0.0 <= als_recall[0] <= recall[0]
-    def lock_at(rev: str) -> dict:
-        text = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, text=True, check=True).stdout
-        return yaml.safe_load(text)["stages"]
-
     after = lock_at(trial.rev)
     before = yaml.safe_load(Path("dvc.lock").read_text(encoding="utf-8"))["stages"]  # the built copy's workspace
     # seed 1's ALS and candidates ran with the trial's quota (the candidates' lock entry records it) ...
