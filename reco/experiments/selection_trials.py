@@ -274,6 +274,20 @@ def mean_sd_cell(values: Sequence[float] | None) -> str:
 
 
 def gain_text(gain: Mapping[str, Any]) -> str:
-    """A gain's table text: mean, sd, t against the critical t, and the verdict."""
-    verdict = "beyond noise" if gain["accepted"] else "within noise"
+    """A gain's table text: mean, sd, t against the critical t, and the verdict.
+
+    Only a gain beyond the noise is accepted (the one-sided test); a change whose t is below minus the
+    critical t is named a loss beyond the noise, which in an ablation says the left-out group helps.
+
+    Examples
+    --------
+    >>> gain_text({"mean": -0.02, "sd": 0.001, "t": -34.6, "critical_t": 2.92, "accepted": False})
+    '-0.0200 (sd 0.0010; t -34.6 vs 2.92): a loss beyond noise'
+    """
+    if gain["accepted"]:
+        verdict = "beyond noise"
+    elif float(gain["t"]) < -float(gain["critical_t"]):
+        verdict = "a loss beyond noise"
+    else:
+        verdict = "within noise"
     return f"{gain['mean']:+.4f} (sd {gain['sd']:.4f}; t {gain['t']} vs {gain['critical_t']}): {verdict}"
