@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -106,7 +107,8 @@ def halving_select(
     """
     earlier = _reused([(entry.get("judge", ""), trial) for entry in previous for trial in entry.get("trials", [])])
 
-    def run(trials: list[Trial], judge: str, seeds: Sequence[int] | None = None) -> None:
+    def run(trials: list[Trial], judge: str, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+        """Run the trials not found in the earlier log; what this round cost (its log entry's ``cost``)."""
         wanted = tuple(space.seeds if seeds is None else seeds)
         to_run = []
         for trial in trials:
@@ -115,8 +117,11 @@ def halving_select(
                 to_run.append(trial)
             else:
                 trial.name, trial.results, trial.seeds = found.name, found.results, found.seeds
+        started = time.monotonic()
         if to_run:
             selection_trials.run_trials(to_run, space, jobs, seeds=wanted, judge=judge)
+        return {"experiments_run": len(to_run), "read_from_earlier_log": len(trials) - len(to_run),
+                "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
 
     search = space.search
     ablation_step = next((step for step in space.steps if step.key == search.ablation_key), None)
@@ -141,13 +146,13 @@ def halving_select(
         judged_alike = chosen_trial.seeds == tuple(space.seeds) and stages[-1].judge == judge
         incumbent = chosen_trial if judged_alike else Trial(overrides=chosen)
         variants = [Trial(overrides={**chosen, ablation_step.key: value}) for value in values]
-        run([t for t in [incumbent, *variants] if not t.seeds], judge)
+        cost = run([t for t in [incumbent, *variants] if not t.seeds], judge)
         entries = [_entry(t, incumbent, space, judge, space.start) for t in [incumbent, *variants]]
         winner = best_accepted(variants, [e["gain_over_reference"] for e in entries[1:]], incumbent)
         chosen = dict(winner.overrides)
         log.append({"round": "ablation", "key": ablation_step.key, "judge": judge, "seeds": list(space.seeds),
                     "incumbent": incumbent.overrides[ablation_step.key], "chosen": chosen[ablation_step.key],
-                    "trials": entries})  # fmt: skip
+                    "trials": entries, "cost": cost})  # fmt: skip
         report(chosen)
     return chosen, log
 
@@ -168,9 +173,9 @@ def _halving_stage(
     screened = [Trial(overrides=start)] + [
         Trial(overrides=c) for c in draw_configurations(start, steps, stage.configurations, search.draw_seed)
     ]
-    run(screened, judge, search.screen_seeds)
+    cost = run(screened, judge, search.screen_seeds)
     log.append({"round": "screen", "judge": judge, "seeds": list(search.screen_seeds), "start": start,
-                "trials": [_entry(t, None, space, judge, start) for t in screened]})  # fmt: skip
+                "trials": [_entry(t, None, space, judge, start) for t in screened], "cost": cost})  # fmt: skip
     report(start)
 
     ranked = sorted(
@@ -185,7 +190,7 @@ def _halving_stage(
     if start_failed:
         reference.error = f"the start failed on the screen: {start_failed}"
     finalists = [reference] + [Trial(overrides=t.overrides) for t in ranked[: stage.keep]]
-    run([t for t in finalists if not t.error], judge)
+    cost = run([t for t in finalists if not t.error], judge)
     entries = [_entry(t, reference, space, judge, start) for t in finalists]
     if start_failed:
         ran = [t for t in finalists[1:] if not t.error and t.mean(judge, metric) is not None]
@@ -194,11 +199,25 @@ def _halving_stage(
         chosen_trial = best_accepted(finalists[1:], [e["gain_over_reference"] for e in entries[1:]], reference)
     chosen = dict(chosen_trial.overrides)
     log.append({"round": "final", "judge": judge, "seeds": list(space.seeds), "start": start, "trials": entries,
-                "chosen": chosen,
+                "chosen": chosen, "cost": cost,
                 "rule": ("the start failed: the best finalist by its mean over every seed" if start_failed
                          else "the best finalist whose gain over the start passes the seed-paired test, else the start")})  # fmt: skip
     report(chosen)
     return chosen_trial
+
+
+def _cost_text(cost: Mapping[str, Any]) -> str:
+    """What a round cost, in words: the experiments it ran and their wall time, and those read from an earlier log.
+
+    Examples
+    --------
+    >>> _cost_text({"experiments_run": 4, "read_from_earlier_log": 1, "wall_s": 750.0})
+    'Cost: 4 experiments run in 12.5 min of wall time; 1 read from the earlier log (`--resume`).'
+    """
+    text = f"Cost: {cost['experiments_run']} experiments run in {cost['wall_s'] / 60:.1f} min of wall time"
+    if cost.get("read_from_earlier_log"):
+        text += f"; {cost['read_from_earlier_log']} read from the earlier log (`--resume`)"
+    return text + "."
 
 
 def render_halving(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
@@ -212,6 +231,8 @@ def render_halving(log: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
         lines += [f"## {titles[entry['round']]}: seeds {entry['seeds']}, judged on {what}", ""]
         if entry.get("rule"):
             lines += [f"Rule: {entry['rule']}.", ""]
+        if entry.get("cost"):
+            lines += [_cost_text(entry["cost"]), ""]
         if judge == CANDIDATES:
             columns = [("candidates", "recall", "union recall@N"), ("candidates", "als_recall", "ALS's recall@N")]
         else:

@@ -214,6 +214,15 @@ def test_a_resumed_staged_search_keeps_the_judges_apart(monkeypatch: pytest.Monk
     again: list[tuple[str, tuple[int, ...]]] = []
     monkeypatch.setattr(selection_halving.selection_trials, "run_trials", fake_runner(again))
     chosen, log = halving_select(staged_space(), jobs=1, previous=json.loads(json.dumps(first_log[:3])))
-    assert chosen == first_chosen and log[:3] == first_log[:3]
+
+    def without_cost(rounds: list[dict]) -> list[dict]:
+        return [{k: v for k, v in entry.items() if k != "cost"} for entry in rounds]
+
+    assert chosen == first_chosen and without_cost(log[:3]) == without_cost(first_log[:3])
+    # each round says what it ran and what it read: the resumed rounds ran nothing
+    assert all(entry["cost"]["experiments_run"] > 0 for entry in first_log)
+    assert [entry["cost"]["experiments_run"] for entry in log[:3]] == [0, 0, 0]
+    assert all(entry["cost"]["read_from_earlier_log"] == len(entry["trials"]) for entry in log[:2])
+    assert "experiments run in" in "\n".join(render_halving(log, "ndcg_at_10"))
     # the ranker's final and the ablation run again; the generator's choice, screened for the ranker, is read
     assert again and all(seeds == SEEDS for _, seeds in again)
