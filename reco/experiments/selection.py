@@ -103,22 +103,22 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
             f"Staged successive halving (`selection/space.yaml`): {stages}. Each stage draws configurations at random "
             f"(draw seed {search['draw_seed']}) from its steps' values around the previous stage's choice (the first: "
             f"the neutral start), runs them and that start on seeds {search['screen_seeds']}, then the best and the "
-            f"start on every seed; the best finalist replaces the start only if its gain, paired by seed, passes a "
-            f"one-sided t test at {meta['alpha']} (t > the critical t with n - 1 df). {_ablation_text(search)}"
+            f"start on every seed; the best finalist replaces the start only if {_acceptance_text(meta['alpha'])}. "
+            f"{_ablation_text(search)}"
         )
     elif search["method"] == "halving":
         rule = (
             f"Successive halving over {search['configurations']} configurations drawn at random (draw seed "
             f"{search['draw_seed']}) from the steps' values of `selection/space.yaml`: the neutral start and every "
             f"draw on seeds {search['screen_seeds']}, the best {search['keep']} by {search['judge']}'s {metric} and "
-            f"the start on every seed; the best finalist replaces the start only if its gain, paired by seed, passes "
-            f"a one-sided t test at {meta['alpha']} (t > the critical t with n - 1 df). {_ablation_text(search)}"
+            f"the start on every seed; the best finalist replaces the start only if {_acceptance_text(meta['alpha'])}. "
+            f"{_ablation_text(search)}"
         )
     else:
         rule = (
-            f"A value replaces the incumbent only if its gain, paired by seed, passes a one-sided t test at "
-            f"{meta['alpha']} (t > the critical t with n - 1 df); among several, the largest gain wins. Coordinate "
-            f"passes from the neutral start (`selection/space.yaml`) until one changes nothing (at most {meta['max_passes']})."
+            f"A value replaces the incumbent only if {_acceptance_text(meta['alpha'])}; among several, the largest "
+            f"gain wins. Coordinate passes from the neutral start (`selection/space.yaml`) until one changes nothing "
+            f"(at most {meta['max_passes']})."
         )
     lines = [
         "# Selection log (validation block only)",
@@ -135,6 +135,17 @@ def render_markdown(log: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
     if fixed:
         lines += ["## Fixed (not searched)", "", *(f"- `{k}`: {reason}" for k, reason in fixed.items()), ""]
     return "\n".join(lines)
+
+
+def _acceptance_text(alpha: float) -> str:
+    """The acceptance rule every search method states in its log (:func:`seed_paired_gain`).
+
+    Examples
+    --------
+    >>> _acceptance_text(0.05)
+    'its gain, paired by seed, passes a one-sided t test at 0.05 (t > the critical t with n - 1 df)'
+    """
+    return f"its gain, paired by seed, passes a one-sided t test at {alpha} (t > the critical t with n - 1 df)"
 
 
 def _ablation_text(search: Mapping[str, Any]) -> str:

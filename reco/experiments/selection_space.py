@@ -169,10 +169,11 @@ def parse_space(spec: Mapping[str, Any], where: Path | str = SPACE_FILE) -> Spac
 def _check_stages(search: Search, steps: list[Step], where: Path | str) -> None:
     """Each halving stage needs a known judge (distinct ones when staged) and sound sizes; a staged search
     needs a stage for every drawn step's judge."""
-    judges = [stage.judge for stage in search.halving_stages()]
+    stages = search.halving_stages()
+    judges = [stage.judge for stage in stages]
     if not judges or len(set(judges)) != len(judges) or not set(judges) <= set(JUDGES):
         _fail(where, f"search: distinct judges out of {list(JUDGES)} expected, got {judges}")
-    for stage in search.halving_stages():
+    for stage in stages:
         if stage.configurations < 1 or not 1 <= stage.keep <= stage.configurations:
             _fail(where, f"search ({search.method}, judge {stage.judge}): configurations >= 1 and 1 <= keep <= configurations expected")
     orphans = sorted(step.key for step in steps if step.key != search.ablation_key and step.judge not in judges)
